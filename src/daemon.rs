@@ -1,0 +1,557 @@
+//! The mount daemon's life: checks before mounting, the mount itself, serving
+//! requests until unmounted or signalled, and `durafs umount`.
+//!
+//! `durafs mount` without `--foreground` re-executes itself in the
+//! foreground with `--ready-stdout`: the child mounts, prints `ready` (or
+//! `error: ...`) on its stdout, which the parent reads, and then detaches
+//! from the terminal. So `durafs mount` returns exactly when the mount is
+//! usable, with the child's error if it is not.
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use tracing::{error, info, warn};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::frontend::{FrontendConfig, FuseFrontend, KernelInfo};
+use crate::fs::{FsOptions, PassthroughFs};
+use crate::options::MountOptions;
+use crate::platform;
+
+/// The filesystem type shown in /proc/mounts (as `fuse.durafs`).
+pub const SUBTYPE: &str = "durafs";
+
+/// One line of /proc/self/mountinfo, the fields durafs needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// where it is mounted
+    pub mountpoint: PathBuf,
+    /// filesystem type, e.g. `fuse.durafs`
+    pub fstype: String,
+    /// the mount source, e.g. the backing directory
+    pub source: String,
+}
+
+/// Undoes the octal escapes (`\040` for a space) of /proc mount tables.
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Parses the text of /proc/self/mountinfo.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let mountpoint = pre.split(' ').nth(4)?;
+            let mut post = post.split(' ');
+            let fstype = post.next()?.to_string();
+            let source = String::from_utf8_lossy(&unescape(post.next()?)).into_owned();
+            Some(MountEntry {
+                mountpoint: PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(mountpoint))),
+                fstype,
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The mounts of this process's mount namespace.
+pub fn mounts() -> Result<Vec<MountEntry>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("reading /proc/self/mountinfo", e))?;
+    Ok(parse_mountinfo(&text))
+}
+
+/// An absolute form of `p` without touching the filesystem beyond the cwd
+/// (a dead FUSE mount cannot be canonicalized: stat says ENOTCONN).
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Checks BACKING and MOUNTPOINT before anything is touched, and returns
+/// both canonicalized.
+pub fn preflight(
+    backing: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<(PathBuf, PathBuf)> {
+    let backing_c = match std::fs::canonicalize(backing) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::BackingMissing(absolute(backing)));
+        }
+        Err(e) => {
+            return Err(Error::io(
+                format!("resolving backing directory {}", backing.display()),
+                e,
+            ));
+        }
+    };
+    if !backing_c.is_dir() {
+        return Err(Error::BackingNotDir(backing_c));
+    }
+    let mp_abs = absolute(mountpoint);
+    if let Some(m) = mounts()?.iter().find(|m| m.mountpoint == mp_abs) {
+        return Err(Error::AlreadyMounted(
+            mp_abs,
+            format!("{} from {}", m.fstype, m.source),
+        ));
+    }
+    let mp_c = match std::fs::canonicalize(mountpoint) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::MountpointMissing(mp_abs));
+        }
+        Err(e) => {
+            return Err(Error::io(
+                format!("resolving mount point {}", mountpoint.display()),
+                e,
+            ));
+        }
+    };
+    if !mp_c.is_dir() {
+        return Err(Error::MountpointNotDir(mp_c));
+    }
+    if let Some(m) = mounts()?.iter().find(|m| m.mountpoint == mp_c) {
+        return Err(Error::AlreadyMounted(
+            mp_c,
+            format!("{} from {}", m.fstype, m.source),
+        ));
+    }
+    if mp_c != backing_c && mp_c.starts_with(&backing_c) {
+        return Err(Error::Recursive {
+            backing: backing_c,
+            mountpoint: mp_c,
+        });
+    }
+    // Mounting over BACKING itself is the "make this directory durable in
+    // place" use; its entries are what the mount shows, so they are not hidden.
+    if mp_c != backing_c && !opts.nonempty {
+        let mut entries = std::fs::read_dir(&mp_c)
+            .map_err(|e| Error::io(format!("reading mount point {}", mp_c.display()), e))?;
+        if entries.next().is_some() {
+            return Err(Error::MountpointNotEmpty(mp_c));
+        }
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Error::NoFuseDevice);
+    }
+    if platform::geteuid() != 0 && which("fusermount3").is_none() {
+        return Err(Error::NoFusermount);
+    }
+    Ok((backing_c, mp_c))
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// How the foreground daemon reports readiness.
+pub enum Ready {
+    /// nothing to tell (plain `--foreground`)
+    Quiet,
+    /// print `ready` / `error: ...` on stdout, then detach (background child)
+    Stdout,
+}
+
+impl Ready {
+    fn ok(&self) {
+        if let Ready::Stdout = self {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "ready");
+            let _ = out.flush();
+            drop(out);
+            if let Err(e) = platform::detach_from_terminal() {
+                warn!("could not detach from the terminal: {e}");
+            }
+        }
+    }
+
+    /// Reports a start-up failure to the waiting parent.
+    pub fn fail(&self, e: &Error) {
+        if let Ready::Stdout = self {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "error: {e}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Mounts with `mount(2)` directly (root): the type is `fuse.durafs` and the
+/// source the backing directory, as mount(8) and findmnt show it.
+fn mount_as_root(
+    backing: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<std::os::fd::OwnedFd> {
+    let dev = platform::open_dev_fuse().map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => Error::NoFuseDevice,
+        _ => Error::io("opening /dev/fuse", e),
+    })?;
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={}",
+        dev.as_raw_fd(),
+        platform::geteuid(),
+        platform::getegid()
+    );
+    if opts.allow_other || opts.allow_root {
+        data.push_str(",allow_other");
+    }
+    if opts.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    let mut flags = 0;
+    use platform::mount_flags as mf;
+    if !opts.suid {
+        flags |= mf::NOSUID;
+    }
+    if !opts.dev {
+        flags |= mf::NODEV;
+    }
+    if opts.read_only {
+        flags |= mf::RDONLY;
+    }
+    if opts.noexec {
+        flags |= mf::NOEXEC;
+    }
+    if opts.noatime {
+        flags |= mf::NOATIME;
+    }
+    let source = opts
+        .fsname
+        .clone()
+        .unwrap_or_else(|| backing.display().to_string());
+    let c = |s: &[u8]| {
+        CString::new(s).map_err(|_| {
+            Error::BadOption(
+                String::from_utf8_lossy(s).into(),
+                "contains a NUL byte".into(),
+            )
+        })
+    };
+    platform::mount(
+        &c(source.as_bytes())?,
+        &c(mountpoint.as_os_str().as_bytes())?,
+        &c(format!("fuse.{SUBTYPE}").as_bytes())?,
+        flags,
+        &c(data.as_bytes())?,
+    )
+    .map_err(|e| Error::io(format!("mount(2) of {}", mountpoint.display()), e))?;
+    Ok(dev)
+}
+
+/// Options for fusermount3, for an unprivileged mount.
+fn fusermount_options(backing: &Path, opts: &MountOptions) -> Vec<MountOption> {
+    let mut v = vec![
+        MountOption::FSName(
+            opts.fsname
+                .clone()
+                .unwrap_or_else(|| backing.display().to_string()),
+        ),
+        MountOption::Subtype(SUBTYPE.into()),
+    ];
+    if opts.default_permissions {
+        v.push(MountOption::DefaultPermissions);
+    }
+    if opts.read_only {
+        v.push(MountOption::RO);
+    }
+    if opts.noexec {
+        v.push(MountOption::NoExec);
+    }
+    if opts.noatime {
+        v.push(MountOption::NoAtime);
+    }
+    if opts.nonempty {
+        v.push(MountOption::CUSTOM("nonempty".into()));
+    }
+    v
+}
+
+/// Mounts BACKING at MOUNTPOINT and serves requests until the filesystem is
+/// unmounted or SIGINT/SIGTERM arrives (which unmounts it after in-flight
+/// requests finish).
+pub fn serve(backing: &Path, mountpoint: &Path, opts: &MountOptions, ready: &Ready) -> Result<()> {
+    let (backing, mountpoint) = preflight(backing, mountpoint, opts)?;
+    // Every signal the daemon handles is taken by one thread; workers never see them.
+    platform::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .map_err(|e| Error::io("blocking signals", e))?;
+    match platform::raise_nofile_limit() {
+        Ok(n) => info!("open file limit {n}"),
+        Err(e) => warn!("could not raise the open file limit: {e}"),
+    }
+    // Modes from the kernel already have the caller's umask applied.
+    platform::umask(0);
+
+    let fs = PassthroughFs::new(
+        &backing,
+        FsOptions {
+            default_permissions: opts.default_permissions,
+        },
+        Engine::passthrough(),
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("opening backing directory {}", backing.display()),
+            e,
+        )
+    })?;
+    let fs = Arc::new(fs);
+    let kernel = Arc::new(KernelInfo::default());
+    let frontend = FuseFrontend::new(
+        fs.clone(),
+        FrontendConfig {
+            attr_timeout: opts.attr_timeout,
+            entry_timeout: opts.entry_timeout,
+            passthrough: opts.passthrough,
+            ..FrontendConfig::default()
+        },
+        kernel.clone(),
+    );
+
+    let mut config = Config::default();
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = true;
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else if opts.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    let session = if platform::geteuid() == 0 {
+        let dev = mount_as_root(&backing, &mountpoint, opts)?;
+        match Session::from_fd(frontend, dev, config.acl, config.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = platform::umount(&mountpoint, true);
+                return Err(Error::io("FUSE handshake with the kernel", e));
+            }
+        }
+    } else {
+        config.mount_options = fusermount_options(&backing, opts);
+        Session::new(frontend, &mountpoint, &config)
+            .map_err(|e| Error::io("mounting with fusermount3", e))?
+    };
+    info!(
+        "mounted {} at {} ({} threads)",
+        backing.display(),
+        mountpoint.display(),
+        opts.threads
+    );
+    ready.ok();
+
+    let mp = mountpoint.clone();
+    std::thread::Builder::new()
+        .name("durafs-signals".into())
+        .spawn(move || signal_loop(&mp))
+        .map_err(|e| Error::io("starting the signal thread", e))?;
+
+    let bg = session
+        .spawn()
+        .map_err(|e| Error::io("starting FUSE workers", e))?;
+    let res = bg.join();
+    if mounts()
+        .map(|m| m.iter().any(|e| e.mountpoint == mountpoint))
+        .unwrap_or(false)
+    {
+        let _ = unmount_path(&mountpoint, true);
+    }
+    info!(
+        "unmounted {} ({} inodes still held)",
+        mountpoint.display(),
+        fs.inode_count()
+    );
+    res.map_err(|e| Error::io("serving FUSE requests", e))
+}
+
+fn signal_loop(mountpoint: &Path) {
+    loop {
+        match platform::wait_signal(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) {
+            Ok(libc::SIGHUP) => info!("SIGHUP: nothing to reload (no policy file)"),
+            Ok(sig) => {
+                info!("signal {sig}: unmounting {}", mountpoint.display());
+                // A busy mount is detached: open files keep working until
+                // closed, and the daemon exits when the last one is.
+                if let Err(e) = unmount_path(mountpoint, false) {
+                    warn!(
+                        "unmount of {} failed ({e}); detaching it",
+                        mountpoint.display()
+                    );
+                    if let Err(e) = unmount_path(mountpoint, true) {
+                        error!("lazy unmount failed too: {e}");
+                    }
+                }
+                return;
+            }
+            Err(e) => {
+                error!("waiting for signals: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// umount2 as root, fusermount3 -u otherwise.
+fn unmount_path(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
+    if platform::geteuid() == 0 {
+        return platform::umount(mountpoint, lazy);
+    }
+    let mut cmd = Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg("--").arg(mountpoint).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        if msg.contains("busy") {
+            Err(std::io::Error::from_raw_os_error(libc::EBUSY))
+        } else {
+            Err(std::io::Error::other(msg.trim().to_string()))
+        }
+    }
+}
+
+/// `durafs umount`: unmounts a durafs mount (also one whose daemon died).
+pub fn umount(mountpoint: &Path, lazy: bool) -> Result<()> {
+    let mp = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| absolute(mountpoint));
+    let is_durafs = mounts()?
+        .iter()
+        .any(|m| m.mountpoint == mp && m.fstype == format!("fuse.{SUBTYPE}"));
+    if !is_durafs {
+        return Err(Error::NotMounted(mp));
+    }
+    unmount_path(&mp, lazy).map_err(|e| match e.raw_os_error() {
+        Some(libc::EBUSY) => Error::Busy(mp.clone()),
+        _ => Error::io(format!("unmounting {}", mp.display()), e),
+    })
+}
+
+/// Starts the daemon in the background and returns once it has mounted (or
+/// with its error). `args` are the mount arguments to pass on.
+pub fn spawn_background(args: &[std::ffi::OsString]) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the durafs executable", e))?;
+    let mut child = Command::new(exe)
+        .arg("mount")
+        .arg("--foreground")
+        .arg("--ready-stdout")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("starting the durafs daemon", e))?;
+    let out = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .map_err(|e| Error::io("waiting for the daemon", e))?;
+    match line.trim_end() {
+        "ready" => Ok(()),
+        l => {
+            let status = child.wait().ok();
+            let msg = l.strip_prefix("error: ").unwrap_or(l);
+            Err(Error::Daemon(if msg.is_empty() {
+                format!("it exited ({status:?}) before mounting")
+            } else {
+                msg.to_string()
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo_lines_with_escapes() {
+        let text = "36 35 98:0 / /mnt/a\\040b rw,noatime master:1 - fuse.durafs /srv/data\\040x rw,user_id=0\n\
+                    22 1 8:1 / / rw - ext4 /dev/vda rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].mountpoint, PathBuf::from("/mnt/a b"));
+        assert_eq!(m[0].fstype, "fuse.durafs");
+        assert_eq!(m[0].source, "/srv/data x");
+        assert_eq!(m[1].mountpoint, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn preflight_names_each_problem() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path().join("b");
+        let m = t.path().join("m");
+        let o = MountOptions::default();
+        assert!(matches!(
+            preflight(&b, &m, &o),
+            Err(Error::BackingMissing(_))
+        ));
+        std::fs::write(&b, b"").unwrap();
+        assert!(matches!(
+            preflight(&b, &m, &o),
+            Err(Error::BackingNotDir(_))
+        ));
+        std::fs::remove_file(&b).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        assert!(matches!(
+            preflight(&b, &m, &o),
+            Err(Error::MountpointMissing(_))
+        ));
+        std::fs::write(&m, b"").unwrap();
+        assert!(matches!(
+            preflight(&b, &m, &o),
+            Err(Error::MountpointNotDir(_))
+        ));
+        std::fs::remove_file(&m).unwrap();
+        std::fs::create_dir(&m).unwrap();
+        std::fs::write(m.join("f"), b"").unwrap();
+        assert!(matches!(
+            preflight(&b, &m, &o),
+            Err(Error::MountpointNotEmpty(_))
+        ));
+        let ne = MountOptions {
+            nonempty: true,
+            ..MountOptions::default()
+        };
+        match preflight(&b, &m, &ne) {
+            Ok(_) => assert!(Path::new("/dev/fuse").exists()),
+            Err(Error::NoFuseDevice) => assert!(!Path::new("/dev/fuse").exists()),
+            Err(e) => panic!("unexpected: {e}"),
+        }
+        let inner = b.join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        assert!(matches!(
+            preflight(&b, &inner, &o),
+            Err(Error::Recursive { .. })
+        ));
+    }
+}

@@ -1,0 +1,88 @@
+//! The durability engine: how an open file's writes and syncs reach the
+//! backing store.
+//!
+//! The filesystem layer hands every write, flush (close), fsync and
+//! directory change of an open file to the engine, which applies the open
+//! file's durability strategy. This version is a plain passthrough: writes go
+//! to the backing file as they come, the app's fsync/fdatasync is performed
+//! as asked, and close and directory changes add nothing. The seams are the
+//! ones later strategies (direct, atomic, append, sync triggers) fill in,
+//! without the fs layer changing shape. No FUSE type is seen here.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::platform;
+
+/// The durability engine shared by all open files of a mount.
+#[derive(Debug, Default)]
+pub struct Engine {}
+
+/// The engine's state for one open file.
+#[derive(Debug, Default)]
+pub struct Writer {}
+
+impl Engine {
+    /// A plain passthrough engine.
+    pub fn passthrough() -> Self {
+        Engine {}
+    }
+
+    /// The per-open state for a file opened with `flags`.
+    pub fn open_writer(&self, _flags: i32) -> Writer {
+        Writer {}
+    }
+
+    /// Whether the daemon must see every read and write of this open (so the
+    /// kernel may not hand its IO straight to the backing file). A plain
+    /// passthrough needs to see none.
+    pub fn intercepts_io(&self, _w: &Writer) -> bool {
+        false
+    }
+
+    /// Writes `data` at `offset` (at the end of file for an O_APPEND fd,
+    /// where Linux pwrite ignores the offset).
+    pub fn write(
+        &self,
+        _w: &Writer,
+        fd: BorrowedFd<'_>,
+        data: &[u8],
+        offset: u64,
+    ) -> io::Result<usize> {
+        platform::pwrite(fd, data, offset)
+    }
+
+    /// Called on every close(2) of the file (FUSE FLUSH).
+    pub fn flush(&self, _w: &Writer, _fd: BorrowedFd<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// The app's fsync (`datasync` = fdatasync).
+    pub fn fsync(&self, _w: &Writer, fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+        if datasync {
+            platform::fdatasync(fd)
+        } else {
+            platform::fsync(fd)
+        }
+    }
+
+    /// The app's fsync of a directory.
+    pub fn fsync_dir(&self, fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+        if datasync {
+            platform::fdatasync(fd)
+        } else {
+            platform::fsync(fd)
+        }
+    }
+
+    /// Called after a metadata operation changed the entries of `_dirs`.
+    pub fn dirs_changed(&self, _dirs: &[BorrowedFd<'_>]) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Whether a backing name is the engine's own (a staging file) and must
+    /// not appear through the mount.
+    pub fn is_hidden(&self, _name: &[u8]) -> bool {
+        false
+    }
+}

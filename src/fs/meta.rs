@@ -1,0 +1,253 @@
+//! Names and attributes: lookup, getattr/setattr, the calls that create or
+//! remove directory entries, statfs and access.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use super::{Caller, Entry, PassthroughFs, errno};
+use crate::platform::{self, Stat, StatVfs, TimeSpec, cstring};
+
+/// The attribute changes of one setattr request; `None` leaves a field alone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SetAttr {
+    /// new permission bits
+    pub mode: Option<u32>,
+    /// new owner
+    pub uid: Option<u32>,
+    /// new group
+    pub gid: Option<u32>,
+    /// new size
+    pub size: Option<u64>,
+    /// new access time
+    pub atime: Option<TimeSpec>,
+    /// new modification time
+    pub mtime: Option<TimeSpec>,
+}
+
+impl PassthroughFs {
+    /// Looks `name` up in directory `parent` and takes a lookup reference.
+    pub fn lookup(&self, caller: &Caller, parent: u64, name: &OsStr) -> io::Result<Entry> {
+        let dir = self.inodes.get(parent)?;
+        if self.engine.is_hidden(name.as_encoded_bytes()) {
+            return Err(errno(libc::ENOENT));
+        }
+        let cname = cstring(name)?;
+        let _creds = if self.checks_permissions() {
+            Some(self.as_caller(caller)?)
+        } else {
+            None
+        };
+        // A known inode needs no new O_PATH fd: the stat alone finds it.
+        let st = platform::stat_at(dir.fd(), &cname)?;
+        if let Some(inode) = self.inodes.ref_existing(&st) {
+            return Ok(self.entry_of(&inode, st));
+        }
+        let fd = platform::open_path_at(dir.fd(), &cname)?;
+        self.entry_from_path_fd(fd)
+    }
+
+    /// Drops `n` lookup references on `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// The attributes of `ino` (through the open handle when one is given).
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> io::Result<Stat> {
+        if let Some(fh) = fh
+            && let Ok(h) = self.handles.file(fh)
+        {
+            return platform::stat_fd(h.fd());
+        }
+        platform::stat_fd(self.inodes.get(ino)?.fd())
+    }
+
+    /// Changes attributes, in the order chmod, chown, truncate, utimens, as
+    /// the caller (so the backing store applies its own permission rules and
+    /// clears set-id bits where it would).
+    pub fn setattr(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        fh: Option<u64>,
+        set: SetAttr,
+    ) -> io::Result<Stat> {
+        let inode = self.inodes.get(ino)?;
+        let handle = fh.and_then(|fh| self.handles.file(fh).ok());
+        let _creds = self.as_caller(caller)?;
+        if let Some(mode) = set.mode {
+            platform::chmod_fd(inode.fd(), mode & 0o7777)?;
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            platform::chown_fd(
+                inode.fd(),
+                set.uid.unwrap_or(u32::MAX),
+                set.gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(size) = set.size {
+            match &handle {
+                Some(h) if h.writable() => platform::ftruncate(h.fd(), size)?,
+                _ => platform::truncate_fd(inode.fd(), size)?,
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let a = set.atime.unwrap_or(TimeSpec::Omit);
+            let m = set.mtime.unwrap_or(TimeSpec::Omit);
+            match &handle {
+                Some(h) => platform::futimens(h.fd(), a, m)?,
+                None => platform::utimens_fd(inode.fd(), a, m)?,
+            }
+        }
+        platform::stat_fd(inode.fd())
+    }
+
+    /// The target of symlink `ino`.
+    pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
+        platform::readlink_fd(self.inodes.get(ino)?.fd())
+    }
+
+    /// Runs `make` (which creates `name` in `parent`) as the caller, then
+    /// looks the new entry up and tells the engine the directory changed.
+    fn create_entry(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        make: impl FnOnce(BorrowedFd<'_>, &std::ffi::CStr) -> io::Result<()>,
+    ) -> io::Result<Entry> {
+        let dir = self.inodes.get(parent)?;
+        let cname = cstring(name)?;
+        {
+            let _creds = self.as_caller(caller)?;
+            make(dir.fd(), &cname)?;
+        }
+        let fd = platform::open_path_at(dir.fd(), &cname)?;
+        let entry = self.entry_from_path_fd(fd)?;
+        self.engine.dirs_changed(&[dir.fd()])?;
+        Ok(entry)
+    }
+
+    /// mknod: regular files, fifos, sockets, and (as root) device nodes.
+    pub fn mknod(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> io::Result<Entry> {
+        self.create_entry(caller, parent, name, |dir, n| {
+            platform::mknod_at(dir, n, mode, rdev as u64)
+        })
+    }
+
+    /// mkdir.
+    pub fn mkdir(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+    ) -> io::Result<Entry> {
+        self.create_entry(caller, parent, name, |dir, n| {
+            platform::mkdir_at(dir, n, mode)
+        })
+    }
+
+    /// symlink `name` -> `target` in `parent`.
+    pub fn symlink(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+    ) -> io::Result<Entry> {
+        let ctarget = cstring(target.as_os_str())?;
+        self.create_entry(caller, parent, name, |dir, n| {
+            platform::symlink_at(&ctarget, dir, n)
+        })
+    }
+
+    /// A new hard link `newparent/newname` to `ino`.
+    pub fn link(
+        &self,
+        caller: &Caller,
+        ino: u64,
+        newparent: u64,
+        newname: &OsStr,
+    ) -> io::Result<Entry> {
+        let inode = self.inodes.get(ino)?;
+        let dir = self.inodes.get(newparent)?;
+        let cname = cstring(newname)?;
+        {
+            let _creds = self.as_caller(caller)?;
+            platform::link_fd(inode.fd(), dir.fd(), &cname)?;
+        }
+        let st = platform::stat_fd(inode.fd())?;
+        let entry = match self.inodes.ref_existing(&st) {
+            Some(i) => self.entry_of(&i, st),
+            None => self.entry_from_path_fd(platform::open_path_at(dir.fd(), &cname)?)?,
+        };
+        self.engine.dirs_changed(&[dir.fd()])?;
+        Ok(entry)
+    }
+
+    /// unlink (`dir` false) or rmdir (`dir` true).
+    pub fn remove(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        is_dir: bool,
+    ) -> io::Result<()> {
+        let dir = self.inodes.get(parent)?;
+        let cname = cstring(name)?;
+        {
+            let _creds = self.as_caller(caller)?;
+            platform::unlink_at(dir.fd(), &cname, is_dir)?;
+        }
+        self.engine.dirs_changed(&[dir.fd()])
+    }
+
+    /// rename with renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
+    pub fn rename(
+        &self,
+        caller: &Caller,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        let from = self.inodes.get(parent)?;
+        let to = self.inodes.get(newparent)?;
+        let (cname, cnew) = (cstring(name)?, cstring(newname)?);
+        {
+            let _creds = self.as_caller(caller)?;
+            platform::rename_at(from.fd(), &cname, to.fd(), &cnew, flags)?;
+        }
+        if from.id == to.id {
+            self.engine.dirs_changed(&[from.fd()])
+        } else {
+            self.engine.dirs_changed(&[from.fd(), to.fd()])
+        }
+    }
+
+    /// statfs of the backing filesystem holding `ino`.
+    pub fn statfs(&self, ino: u64) -> io::Result<StatVfs> {
+        let inode = self.inodes.get(ino)?;
+        platform::statvfs_fd(inode.fd.as_fd())
+    }
+
+    /// access(2) as the caller.
+    pub fn access(&self, caller: &Caller, ino: u64, mask: i32) -> io::Result<()> {
+        let inode = self.inodes.get(ino)?;
+        let _creds = self.as_caller(caller)?;
+        if mask == libc::F_OK {
+            return platform::stat_fd(inode.fd()).map(drop);
+        }
+        platform::access_fd(inode.fd(), mask)
+    }
+}

@@ -1,0 +1,200 @@
+//! The passthrough filesystem: OS-neutral operations on the backing tree.
+//!
+//! `PassthroughFs` holds the state (inode store, handle store, the engine);
+//! the operations are split by concern into `meta` (names and attributes),
+//! `file` (open files and their IO), `dir` (directory streams) and `xattr`.
+//! Every operation returns `io::Result` with the backing filesystem's raw
+//! errno: the frontend hands that errno to the kernel unchanged, and context
+//! goes to the log only.
+//!
+//! Requests that create, remove or change things run with the caller's
+//! fsuid, fsgid and supplementary groups (see [`Caller`]), so ownership and
+//! permission checks on the backing store are exactly those a direct call
+//! would get.
+
+mod dir;
+mod file;
+mod handle;
+pub mod inode;
+mod meta;
+mod xattr;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use file::{Opened, ReadTarget};
+pub use handle::{DirHandle, FileHandle, HandleStore};
+pub use inode::{Inode, InodeStore, ROOT_ID};
+pub use meta::SetAttr;
+pub use xattr::XattrReply;
+
+use crate::engine::Engine;
+use crate::platform::{self, Creds, Stat};
+
+/// Who sent a request: the ids the kernel put in the request header.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// uid of the calling process
+    pub uid: u32,
+    /// gid of the calling process
+    pub gid: u32,
+    /// pid (thread id) of the calling process; 0 when the kernel itself asks
+    pub pid: u32,
+}
+
+/// A looked-up inode: its node id, generation and backing attributes.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// FUSE node id (also shown as st_ino)
+    pub ino: u64,
+    /// generation of the node id
+    pub generation: u64,
+    /// backing attributes
+    pub attr: Stat,
+}
+
+/// Options that change how the filesystem behaves.
+#[derive(Debug, Clone, Default)]
+pub struct FsOptions {
+    /// The kernel checks permissions (`default_permissions`): the daemon
+    /// need not repeat the checks on lookups.
+    pub default_permissions: bool,
+}
+
+/// The passthrough filesystem over one backing directory.
+pub struct PassthroughFs {
+    pub(crate) inodes: InodeStore,
+    pub(crate) handles: HandleStore,
+    pub(crate) engine: Engine,
+    backing: PathBuf,
+    opts: FsOptions,
+    daemon_uid: u32,
+    daemon_gid: u32,
+}
+
+impl PassthroughFs {
+    /// Opens the backing directory. Fails with the errno of the open (ENOENT,
+    /// ENOTDIR, EACCES) when it is not a usable directory.
+    pub fn new(backing: &Path, opts: FsOptions, engine: Engine) -> io::Result<Self> {
+        let root = platform::open_dir_path(backing)?;
+        let st = platform::stat_fd(root.as_fd())?;
+        Ok(PassthroughFs {
+            inodes: InodeStore::new(root, &st),
+            handles: HandleStore::default(),
+            engine,
+            backing: backing.to_path_buf(),
+            opts,
+            daemon_uid: platform::geteuid(),
+            daemon_gid: platform::getegid(),
+        })
+    }
+
+    /// The backing directory this filesystem shows.
+    pub fn backing(&self) -> &Path {
+        &self.backing
+    }
+
+    /// The durability engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// How many inodes the kernel holds references to (the root included).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// Runs the rest of the request as `caller` (restored when the guard drops).
+    pub(crate) fn as_caller(&self, caller: &Caller) -> io::Result<CredGuard> {
+        if caller.uid == self.daemon_uid && caller.gid == self.daemon_gid {
+            return Ok(CredGuard { restore: None });
+        }
+        let creds = Creds {
+            uid: caller.uid,
+            gid: caller.gid,
+            groups: supplementary_groups(caller.pid),
+        };
+        platform::set_thread_creds(&creds)?;
+        Ok(CredGuard {
+            restore: Some((self.daemon_uid, self.daemon_gid)),
+        })
+    }
+
+    /// Whether the daemon must check lookup permissions itself.
+    pub(crate) fn checks_permissions(&self) -> bool {
+        !self.opts.default_permissions
+    }
+
+    /// Registers the inode behind `fd` (an `O_PATH` handle) with one lookup
+    /// reference, and returns its entry.
+    pub(crate) fn entry_from_path_fd(&self, fd: OwnedFd) -> io::Result<Entry> {
+        let st = platform::stat_fd(fd.as_fd())?;
+        let inode = self.inodes.insert(fd, &st);
+        Ok(self.entry_of(&inode, st))
+    }
+
+    pub(crate) fn entry_of(&self, inode: &Arc<Inode>, attr: Stat) -> Entry {
+        Entry {
+            ino: inode.id,
+            generation: inode.generation,
+            attr,
+        }
+    }
+}
+
+/// Restores the daemon's own credentials on drop.
+pub(crate) struct CredGuard {
+    restore: Option<(u32, u32)>,
+}
+
+impl Drop for CredGuard {
+    fn drop(&mut self) {
+        if let Some((uid, gid)) = self.restore {
+            platform::reset_thread_creds(uid, gid);
+        }
+    }
+}
+
+/// The supplementary groups of process `pid`, read from /proc (the FUSE
+/// request header carries only uid and gid). Empty when the process is gone.
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    if pid == 0 {
+        return Vec::new();
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    parse_groups(&status)
+}
+
+fn parse_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An errno as an `io::Error`.
+pub(crate) fn errno(e: i32) -> io::Error {
+    io::Error::from_raw_os_error(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_groups_line() {
+        let s = "Name:\tx\nUid:\t1\t1\t1\t1\nGroups:\t4 24 27 1000 \nNgid:\t0\n";
+        assert_eq!(parse_groups(s), vec![4, 24, 27, 1000]);
+        assert_eq!(parse_groups("Groups:\t\n"), Vec::<u32>::new());
+        assert_eq!(parse_groups("Name: y\n"), Vec::<u32>::new());
+    }
+}

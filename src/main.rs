@@ -1,0 +1,116 @@
+//! The `durafs` command: argument parsing and logging set-up only.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use durafs::options::{MountOptions, OPTION_HELP};
+
+#[derive(Parser)]
+#[command(
+    name = "durafs",
+    version,
+    about = "A FUSE passthrough filesystem that enforces a durability policy",
+    long_about = "durafs shows a backing directory at a mount point; every operation passes \
+                  through to the backing directory, and writes are made durable by policy."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+fn options_help() -> String {
+    let mut s = String::from("Mount options (-o, comma-separated, repeatable):\n");
+    for (k, v) in OPTION_HELP {
+        s.push_str(&format!("  {k:<22} {v}\n"));
+    }
+    s
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount BACKING at MOUNTPOINT. Returns once the mount is ready; the
+    /// daemon then runs in the background unless --foreground.
+    #[command(after_help = options_help())]
+    Mount {
+        /// Stay in the foreground (log to stderr; Ctrl-C unmounts).
+        #[arg(short, long)]
+        foreground: bool,
+        /// Mount options, e.g. -o allow_other,default_permissions,threads=4.
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
+        /// Internal: report readiness on stdout, then detach (used by the
+        /// background start).
+        #[arg(long, hide = true)]
+        ready_stdout: bool,
+        /// The directory whose tree the mount shows.
+        backing: PathBuf,
+        /// Where to mount it (an empty directory, or BACKING itself).
+        mountpoint: PathBuf,
+    },
+    /// Unmount a durafs mount (also one whose daemon has died).
+    Umount {
+        /// Detach a busy mount now; it goes away when its last user closes.
+        #[arg(short = 'l', long)]
+        lazy: bool,
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let res = match cli.cmd {
+        Cmd::Mount {
+            foreground,
+            options,
+            ready_stdout,
+            backing,
+            mountpoint,
+        } => match MountOptions::parse(&options) {
+            Err(e) => Err(e),
+            Ok(opts) if foreground => {
+                let ready = if ready_stdout {
+                    durafs::daemon::Ready::Stdout
+                } else {
+                    durafs::daemon::Ready::Quiet
+                };
+                let r = durafs::daemon::serve(&backing, &mountpoint, &opts, &ready);
+                if let Err(e) = &r {
+                    ready.fail(e);
+                }
+                r
+            }
+            Ok(opts) => durafs::daemon::preflight(&backing, &mountpoint, &opts).and_then(|_| {
+                let mut args: Vec<OsString> = Vec::new();
+                for o in &options {
+                    args.push("-o".into());
+                    args.push(o.into());
+                }
+                args.push(backing.into_os_string());
+                args.push(mountpoint.into_os_string());
+                durafs::daemon::spawn_background(&args)
+            }),
+        },
+        Cmd::Umount { lazy, mountpoint } => durafs::daemon::umount(&mountpoint, lazy),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("durafs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,892 @@
+//! Linux system calls used by the passthrough filesystem and the daemon.
+//!
+//! Every function here is a thin, safe wrapper over one libc call: it checks
+//! the return value and turns -1 into `io::Error::last_os_error()`, so the
+//! errno reaches the kernel unchanged. Inodes are held as `O_PATH` file
+//! descriptors; operations that the kernel does not allow on an `O_PATH` fd
+//! go through `/proc/self/fd/N`, which names the inode itself and is immune to
+//! renames of its parent directories.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The attributes of a backing inode, exactly as `fstatat(2)` returns them.
+pub type Stat = libc::stat;
+
+/// Filesystem statistics as `fstatvfs(3)` returns them.
+pub type StatVfs = libc::statvfs;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_isize(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A name for a syscall: `OsStr` to `CString`; a NUL inside is EINVAL, as
+/// the kernel would say for a path it cannot represent.
+pub fn cstring(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = cvt(fd)?;
+    // SAFETY: `fd` was just returned by a successful syscall that creates a
+    // new descriptor, so nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `/proc/self/fd` opened once: `/proc/self/fd/N` names reach an inode held
+/// by an `O_PATH` fd for the calls that refuse `O_PATH` descriptors.
+fn proc_self_fd() -> io::Result<BorrowedFd<'static>> {
+    static PROC: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = PROC.get() {
+        return Ok(fd.as_fd_static());
+    }
+    let fd = open_dir_path(Path::new("/proc/self/fd"))?;
+    let _ = PROC.set(fd);
+    Ok(PROC.get().expect("just set").as_fd_static())
+}
+
+trait StaticFd {
+    fn as_fd_static(&'static self) -> BorrowedFd<'static>;
+}
+impl StaticFd for OwnedFd {
+    fn as_fd_static(&'static self) -> BorrowedFd<'static> {
+        use std::os::fd::AsFd;
+        self.as_fd()
+    }
+}
+
+/// The decimal name of `fd` inside `/proc/self/fd`, NUL-terminated, on the stack.
+struct FdName {
+    buf: [u8; 24],
+}
+
+impl FdName {
+    fn new(fd: RawFd) -> Self {
+        let mut buf = [0u8; 24];
+        let mut n = fd as u32;
+        let mut digits = [0u8; 12];
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            buf[i] = digits[len - 1 - i];
+        }
+        FdName { buf }
+    }
+    fn as_cstr(&self) -> &CStr {
+        CStr::from_bytes_until_nul(&self.buf).expect("NUL-terminated")
+    }
+}
+
+/// The absolute `/proc/self/fd/N` path of `fd`, for calls without an `*at` form.
+fn proc_path(fd: BorrowedFd<'_>) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL")
+}
+
+/// Opens a directory by path as an `O_PATH` fd (the backing root).
+pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    let c = cstring(path.as_os_str())?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    owned(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Opens `name` in `dir` as an `O_PATH | O_NOFOLLOW` handle: a reference to
+/// the inode that allows no IO but survives renames.
+pub fn open_path_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is a live descriptor and `name` is NUL-terminated.
+    owned(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// `openat(2)` with `O_CLOEXEC` added.
+pub fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `dir` is a live descriptor and `name` is NUL-terminated; the
+    // mode argument is read only when O_CREAT or O_TMPFILE is set.
+    owned(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })
+}
+
+/// Opens the inode behind an `O_PATH` fd for IO, with the permission checks
+/// of an ordinary open by the current (fs)uid.
+pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<OwnedFd> {
+    let name = FdName::new(fd.as_raw_fd());
+    let flags = (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)) | libc::O_CLOEXEC;
+    // SAFETY: `proc_self_fd()` is a live directory fd and the name is
+    // NUL-terminated.
+    owned(unsafe { libc::openat(proc_self_fd()?.as_raw_fd(), name.as_cstr().as_ptr(), flags) })
+}
+
+fn stat_raw(dir: RawFd, name: &CStr, flags: i32) -> io::Result<Stat> {
+    let mut st = MaybeUninit::<Stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`; the kernel fills it on success.
+    cvt(unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat succeeded, so `st` is initialised.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `fstat` of any fd, including `O_PATH` ones.
+pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    stat_raw(
+        fd.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+    )
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    stat_raw(dir.as_raw_fd(), name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// `fstatvfs(2)`; works on `O_PATH` fds.
+pub fn statvfs_fd(fd: BorrowedFd<'_>) -> io::Result<StatVfs> {
+    let mut st = MaybeUninit::<StatVfs>::uninit();
+    // SAFETY: `st` is valid for writes of one `statvfs`.
+    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded, so `st` is initialised.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// `chmod` of the inode behind any fd (through `/proc/self/fd`).
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let name = FdName::new(fd.as_raw_fd());
+    // SAFETY: valid fd and NUL-terminated name.
+    cvt(unsafe {
+        libc::fchmodat(
+            proc_self_fd()?.as_raw_fd(),
+            name.as_cstr().as_ptr(),
+            mode as libc::mode_t,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// `fchownat(fd, "", AT_EMPTY_PATH)`; `u32::MAX` leaves an id unchanged.
+pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: valid fd and a static empty C string.
+    cvt(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// A timestamp for `utimens`: leave it, set it to now, or set it to a value.
+#[derive(Clone, Copy, Debug)]
+pub enum TimeSpec {
+    /// UTIME_OMIT
+    Omit,
+    /// UTIME_NOW
+    Now,
+    /// seconds and nanoseconds since the epoch
+    At(i64, i64),
+}
+
+fn timespec(t: TimeSpec) -> libc::timespec {
+    match t {
+        TimeSpec::Omit => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        TimeSpec::Now => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        TimeSpec::At(s, ns) => libc::timespec {
+            tv_sec: s as libc::time_t,
+            tv_nsec: ns as libc::c_long,
+        },
+    }
+}
+
+/// Sets atime and mtime of the inode behind an fd (symlinks included).
+pub fn utimens_fd(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> io::Result<()> {
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: `times` is an array of two timespecs as utimensat requires.
+    cvt(unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `futimens` on an fd opened for IO (needs no path permission beyond ownership).
+pub fn futimens(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> io::Result<()> {
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: `times` is an array of two timespecs.
+    cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+/// `ftruncate(2)` on an fd opened for writing.
+pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a live fd.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }).map(drop)
+}
+
+/// `truncate(2)` of the inode behind an `O_PATH` fd, with the write
+/// permission check of the current fsuid.
+pub fn truncate_fd(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let path = proc_path(fd);
+    // SAFETY: `path` is NUL-terminated.
+    cvt(unsafe { libc::truncate(path.as_ptr(), len as libc::off_t) }).map(drop)
+}
+
+/// Reads the target of the symlink behind an `O_PATH` fd.
+pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    let n = cvt_isize(unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `mknodat(2)`.
+pub fn mknod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name.
+    cvt(unsafe {
+        libc::mknodat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    })
+    .map(drop)
+}
+
+/// `mkdirat(2)`.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(drop)
+}
+
+/// `symlinkat(2)`.
+pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated and `dir` is live.
+    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+/// `unlinkat(2)`; `dir_flag` removes a directory (AT_REMOVEDIR).
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, remove_dir: bool) -> io::Result<()> {
+    let flags = if remove_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: valid fd and NUL-terminated name.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+/// `renameat2(2)` with the caller's flags (RENAME_NOREPLACE, RENAME_EXCHANGE,
+/// RENAME_WHITEOUT); plain `renameat` semantics when `flags` is 0.
+pub fn rename_at(
+    olddir: BorrowedFd<'_>,
+    oldname: &CStr,
+    newdir: BorrowedFd<'_>,
+    newname: &CStr,
+    flags: u32,
+) -> io::Result<()> {
+    // SAFETY: raw renameat2 syscall with live fds and NUL-terminated names.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// Makes a new hard link `newdir/newname` to the inode behind `fd`.
+pub fn link_fd(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, newname: &CStr) -> io::Result<()> {
+    let name = FdName::new(fd.as_raw_fd());
+    // SAFETY: live fds, NUL-terminated names. AT_SYMLINK_FOLLOW follows the
+    // /proc magic link to the inode itself, which works without
+    // CAP_DAC_READ_SEARCH (unlike AT_EMPTY_PATH).
+    cvt(unsafe {
+        libc::linkat(
+            proc_self_fd()?.as_raw_fd(),
+            name.as_cstr().as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `getxattr` on the inode behind an fd; an empty `buf` asks for the size.
+pub fn getxattr_fd(fd: BorrowedFd<'_>, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    let path = proc_path(fd);
+    // SAFETY: `buf` is valid for `buf.len()` bytes; strings are NUL-terminated.
+    cvt_isize(unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })
+}
+
+/// `listxattr` on the inode behind an fd; an empty `buf` asks for the size.
+pub fn listxattr_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let path = proc_path(fd);
+    // SAFETY: `buf` is valid for `buf.len()` bytes.
+    cvt_isize(unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// `setxattr` on the inode behind an fd.
+pub fn setxattr_fd(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+    let path = proc_path(fd);
+    // SAFETY: `value` is valid for `value.len()` bytes of reads.
+    cvt(unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `removexattr` on the inode behind an fd.
+pub fn removexattr_fd(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let path = proc_path(fd);
+    // SAFETY: NUL-terminated strings.
+    cvt(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+}
+
+/// `faccessat2(AT_EACCESS)` on the inode behind an fd: checks with the
+/// current fsuid/fsgid and groups, not the real ids.
+pub fn access_fd(fd: BorrowedFd<'_>, mask: i32) -> io::Result<()> {
+    let name = FdName::new(fd.as_raw_fd());
+    // SAFETY: raw faccessat2 syscall with a live fd and NUL-terminated name.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            proc_self_fd()?.as_raw_fd(),
+            name.as_cstr().as_ptr(),
+            mask,
+            libc::AT_EACCESS,
+        )
+    })
+    .map(drop)
+}
+
+/// `fallocate(2)` with any mode the backing filesystem supports.
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a live fd.
+    cvt(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            mode,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    })
+    .map(drop)
+}
+
+/// `lseek(2)`, including SEEK_DATA and SEEK_HOLE.
+pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: i32) -> io::Result<i64> {
+    // SAFETY: plain syscall on a live fd.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset as libc::off_t, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as i64)
+    }
+}
+
+/// `copy_file_range(2)` between two fds at explicit offsets.
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: usize,
+    flags: u32,
+) -> io::Result<usize> {
+    let mut oi = off_in as libc::loff_t;
+    let mut oo = off_out as libc::loff_t;
+    // SAFETY: the offsets are valid for reads and writes for the call.
+    cvt_isize(unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut oi,
+            fd_out.as_raw_fd(),
+            &mut oo,
+            len,
+            flags,
+        )
+    })
+}
+
+/// `pread(2)` into `buf`, short only at end of file.
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the slice tail is valid for writes of its length.
+        let r = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match cvt_isize(r) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if done > 0 => {
+                tracing::debug!("short read after {done} bytes: {e}");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// `pwrite(2)` of the whole buffer (a short write is retried, as the kernel
+/// expects a FUSE write to be complete unless it failed).
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the slice tail is valid for reads of its length.
+        let r = unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                buf[done..].as_ptr().cast(),
+                buf.len() - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match cvt_isize(r) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if done > 0 => {
+                tracing::debug!("short write after {done} bytes: {e}");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// `write(2)` at the file position (for O_APPEND descriptors, where the
+/// kernel picks the offset).
+pub fn write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the slice tail is valid for reads of its length.
+        let r = unsafe {
+            libc::write(
+                fd.as_raw_fd(),
+                buf[done..].as_ptr().cast(),
+                buf.len() - done,
+            )
+        };
+        match cvt_isize(r) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if done > 0 => {
+                tracing::debug!("short write after {done} bytes: {e}");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// `fsync(2)`.
+pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a live fd.
+    cvt(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
+}
+
+/// `fdatasync(2)`.
+pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a live fd.
+    cvt(unsafe { libc::fdatasync(fd.as_raw_fd()) }).map(drop)
+}
+
+/// One directory entry as `getdents64(2)` returns it.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// backing inode number
+    pub ino: u64,
+    /// the cookie that resumes the stream just after this entry
+    pub offset: u64,
+    /// DT_* type
+    pub kind: u8,
+    /// the entry's name, without NUL
+    pub name: Vec<u8>,
+}
+
+/// Reads a batch of directory entries from the current position of `fd`;
+/// an empty vector means end of directory.
+pub fn getdents(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Vec<DirEntry>> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    let n = cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    })? as usize;
+    Ok(parse_dirents(&buf[..n]))
+}
+
+/// Parses the `linux_dirent64` records of a getdents64 buffer.
+fn parse_dirents(mut b: &[u8]) -> Vec<DirEntry> {
+    let mut out = Vec::new();
+    // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+    while b.len() >= 19 {
+        let ino = u64::from_ne_bytes(b[0..8].try_into().expect("8 bytes"));
+        let offset = u64::from_ne_bytes(b[8..16].try_into().expect("8 bytes"));
+        let reclen = u16::from_ne_bytes(b[16..18].try_into().expect("2 bytes")) as usize;
+        let kind = b[18];
+        if reclen < 19 || reclen > b.len() {
+            break;
+        }
+        let name_field = &b[19..reclen];
+        let len = name_field
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(name_field.len());
+        out.push(DirEntry {
+            ino,
+            offset,
+            kind,
+            name: name_field[..len].to_vec(),
+        });
+        b = &b[reclen..];
+    }
+    out
+}
+
+/// The credentials a request runs with: fsuid, fsgid and supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creds {
+    /// filesystem user id
+    pub uid: u32,
+    /// filesystem group id
+    pub gid: u32,
+    /// supplementary groups
+    pub groups: Vec<u32>,
+}
+
+/// Switches the calling thread (only) to `creds`. The raw syscalls are used
+/// on purpose: glibc's `setgroups` changes every thread of the process.
+pub fn set_thread_creds(creds: &Creds) -> io::Result<()> {
+    // SAFETY: raw per-thread setgroups with a pointer to `groups.len()` gids.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_setgroups,
+            creds.groups.len(),
+            creds.groups.as_ptr(),
+        )
+    })?;
+    // SAFETY: setfsgid/setfsuid take plain integers and cannot fail in a way
+    // that corrupts memory; they return the previous id.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, creds.gid);
+        libc::syscall(libc::SYS_setfsuid, creds.uid);
+    }
+    Ok(())
+}
+
+/// Returns the calling thread to the daemon's own ids and no supplementary groups.
+pub fn reset_thread_creds(uid: u32, gid: u32) {
+    // SAFETY: as in `set_thread_creds`; restoring the daemon's ids always
+    // succeeds because the thread keeps CAP_SETUID/CAP_SETGID.
+    unsafe {
+        libc::syscall(libc::SYS_setfsuid, uid);
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
+    }
+}
+
+/// The process's effective uid.
+pub fn geteuid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::geteuid() }
+}
+
+/// The process's effective gid.
+pub fn getegid() -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getegid() }
+}
+
+/// Sets the process umask, returning the old one.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// Raises RLIMIT_NOFILE's soft limit to its hard limit: every looked-up
+/// inode holds an fd. Returns the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is valid for writes.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) })?;
+    r.rlim_cur = r.rlim_max;
+    // SAFETY: `r` is a valid rlimit.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) })?;
+    Ok(r.rlim_cur)
+}
+
+/// Opens `/dev/fuse` for a new connection.
+pub fn open_dev_fuse() -> io::Result<OwnedFd> {
+    // SAFETY: static NUL-terminated path.
+    owned(unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })
+}
+
+/// `mount(2)` of a FUSE filesystem (root only).
+pub fn mount(
+    source: &CStr,
+    target: &CStr,
+    fstype: &CStr,
+    flags: u64,
+    data: &CStr,
+) -> io::Result<()> {
+    // SAFETY: all strings are NUL-terminated and live for the call.
+    cvt(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags as libc::c_ulong,
+            data.as_ptr().cast(),
+        )
+    })
+    .map(drop)
+}
+
+/// `umount2(2)`; `lazy` detaches a busy mount (MNT_DETACH).
+pub fn umount(target: &Path, lazy: bool) -> io::Result<()> {
+    let c = cstring(target.as_os_str())?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: NUL-terminated path.
+    cvt(unsafe { libc::umount2(c.as_ptr(), flags) }).map(drop)
+}
+
+/// Mount flags for `mount(2)`.
+pub mod mount_flags {
+    /// read-only
+    pub const RDONLY: u64 = libc::MS_RDONLY;
+    /// ignore set-user-id bits
+    pub const NOSUID: u64 = libc::MS_NOSUID;
+    /// no device files
+    pub const NODEV: u64 = libc::MS_NODEV;
+    /// no execution
+    pub const NOEXEC: u64 = libc::MS_NOEXEC;
+    /// do not update access times
+    pub const NOATIME: u64 = libc::MS_NOATIME;
+    /// synchronous writes
+    pub const SYNCHRONOUS: u64 = libc::MS_SYNCHRONOUS;
+    /// synchronous directory changes
+    pub const DIRSYNC: u64 = libc::MS_DIRSYNC;
+}
+
+/// Blocks `signals` in the calling thread (and the threads it spawns later),
+/// so one thread can take them with [`wait_signal`].
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    let set = sigset(signals)?;
+    // SAFETY: `set` is an initialised sigset.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set.
+    cvt(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
+    for &s in signals {
+        // SAFETY: the set is initialised.
+        cvt(unsafe { libc::sigaddset(set.as_mut_ptr(), s) })?;
+    }
+    // SAFETY: initialised by sigemptyset.
+    Ok(unsafe { set.assume_init() })
+}
+
+/// Waits for one of `signals` (blocked beforehand) and returns it.
+pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
+    let set = sigset(signals)?;
+    let mut sig = 0;
+    // SAFETY: `set` is initialised and `sig` is valid for writes.
+    let r = unsafe { libc::sigwait(&set, &mut sig) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(sig)
+}
+
+/// Sends `sig` to the process itself (used to wake the signal thread).
+pub fn raise_self(sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::kill(libc::getpid(), sig) }).map(drop)
+}
+
+/// Detaches a backgrounded daemon from its terminal: a new session and
+/// stdin/stdout/stderr on /dev/null.
+pub fn detach_from_terminal() -> io::Result<()> {
+    // SAFETY: setsid has no memory effects; failure (already a leader) is harmless.
+    unsafe { libc::setsid() };
+    let null = open_at(
+        // SAFETY: AT_FDCWD is a valid dirfd sentinel for openat and is never closed.
+        unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) },
+        c"/dev/null",
+        libc::O_RDWR,
+        0,
+    )?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which stay owned by the process.
+        cvt(unsafe { libc::dup2(null.as_raw_fd(), target) })?;
+    }
+    Ok(())
+}
+
+/// The current working directory as a borrowed dirfd (AT_FDCWD).
+pub fn cwd() -> BorrowedFd<'static> {
+    // SAFETY: AT_FDCWD is a sentinel the *at() calls accept and nothing closes.
+    unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
+}
+
+/// An all-zero `stat`, for synthesised attributes.
+pub fn zeroed_stat() -> Stat {
+    // SAFETY: `stat` is a plain struct of integers, for which all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Device numbers: (major, minor) of a dev_t.
+pub fn dev_major_minor(dev: u64) -> (u32, u32) {
+    (
+        libc::major(dev as libc::dev_t),
+        libc::minor(dev as libc::dev_t),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_name_renders_decimal() {
+        assert_eq!(FdName::new(0).as_cstr(), c"0");
+        assert_eq!(FdName::new(7).as_cstr(), c"7");
+        assert_eq!(FdName::new(1234567).as_cstr(), c"1234567");
+    }
+
+    #[test]
+    fn parses_dirents_of_a_real_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("bb")).unwrap();
+        let fd = open_at(
+            cwd(),
+            &cstring(dir.path().as_os_str()).unwrap(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+        .unwrap();
+        use std::os::fd::AsFd;
+        let mut buf = vec![0u8; 4096];
+        let mut names = Vec::new();
+        loop {
+            let batch = getdents(fd.as_fd(), &mut buf).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            names.extend(batch.into_iter().map(|e| (e.name, e.kind)));
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                (b".".to_vec(), libc::DT_DIR),
+                (b"..".to_vec(), libc::DT_DIR),
+                (b"a".to_vec(), libc::DT_REG),
+                (b"bb".to_vec(), libc::DT_DIR)
+            ]
+        );
+    }
+}
