@@ -170,16 +170,12 @@ fn time_spec(t: Option<TimeOrNow>) -> Option<TimeSpec> {
         TimeOrNow::Now => TimeSpec::Now,
         TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
             Ok(d) => TimeSpec::At(d.as_secs() as i64, d.subsec_nanos() as i64),
-            Err(e) => {
-                let d = e.duration();
-                // Before the epoch: seconds round down, nanoseconds stay positive.
-                let (mut s, mut ns) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
-                if ns < 0 {
-                    s -= 1;
-                    ns += 1_000_000_000;
-                }
-                TimeSpec::At(s, ns)
-            }
+            // fuser 0.18 builds a pre-epoch time (secs < 0, nsec) as
+            // EPOCH - (|secs| + nsec): undo exactly that.
+            Err(e) => TimeSpec::At(
+                -(e.duration().as_secs() as i64),
+                e.duration().subsec_nanos() as i64,
+            ),
         },
     })
 }

@@ -1,0 +1,173 @@
+//! The one mount helper every integration test uses.
+//!
+//! `Mount::new()` makes a temp backing dir and mount point, starts the real
+//! `durafs` binary in the foreground, and returns only when the daemon says
+//! the mount is ready. Drop unmounts, waits for the daemon (killing it if it
+//! hangs) and never leaves a stale mount behind. A missing /dev/fuse fails
+//! the test loudly: these tests never skip.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The durafs binary under test.
+pub fn durafs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_durafs")
+}
+
+/// A live durafs mount over a temp backing directory.
+pub struct Mount {
+    _dir: tempfile::TempDir,
+    /// the backing directory
+    pub backing: PathBuf,
+    /// the mount point
+    pub mnt: PathBuf,
+    child: Option<Child>,
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let want = p.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+impl Mount {
+    /// A mount with default options.
+    pub fn new() -> Self {
+        Self::with_options(&[])
+    }
+
+    /// A mount with `-o` options.
+    pub fn with_options(opts: &[&str]) -> Self {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "/dev/fuse is missing: these tests mount a real FUSE filesystem (run as root with the fuse module loaded)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("durafs-test")
+            .tempdir_in(test_root())
+            .unwrap();
+        let backing = dir.path().join("backing");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&backing).unwrap();
+        std::fs::create_dir(&mnt).unwrap();
+        let mut m = Self::start(dir, backing, mnt, opts);
+        m.wait_ready();
+        m
+    }
+
+    fn start(dir: tempfile::TempDir, backing: PathBuf, mnt: PathBuf, opts: &[&str]) -> Self {
+        let mut cmd = Command::new(durafs_bin());
+        cmd.args(["mount", "--foreground", "--ready-stdout"]);
+        for o in opts {
+            cmd.args(["-o", o]);
+        }
+        cmd.arg(&backing).arg(&mnt);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("start durafs");
+        Mount {
+            _dir: dir,
+            backing,
+            mnt,
+            child: Some(child),
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let child = self.child.as_mut().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.trim() != "ready" {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("durafs did not mount: {line}\n{err}");
+        }
+        assert!(
+            is_mounted(&self.mnt),
+            "daemon said ready but {} is not mounted",
+            self.mnt.display()
+        );
+    }
+
+    /// A path inside the mount.
+    pub fn m(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// The same path inside the backing directory.
+    pub fn b(&self, rel: &str) -> PathBuf {
+        self.backing.join(rel)
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits up to `timeout` for the daemon to exit; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Whether the mount point is still mounted.
+    pub fn is_mounted(&self) -> bool {
+        is_mounted(&self.mnt)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status();
+        }
+        if self.wait_exit(Duration::from_secs(10)).is_none()
+            && let Some(mut c) = self.child.take()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+    }
+}
+
+/// Where test directories live: on the same disk filesystem as the checkout
+/// (not tmpfs), so the backing store is a real block-device filesystem.
+pub fn test_root() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// A plain (not mounted) temp directory on the same filesystem, for
+/// comparing results with the backing filesystem's own behaviour.
+pub fn native_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("durafs-native")
+        .tempdir_in(test_root())
+        .unwrap()
+}
