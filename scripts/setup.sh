@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything durafs's tests and benchmarks need on a fresh Debian
+# machine: FUSE userspace tools, the pjdfstest POSIX suite, bindfs (the
+# benchmark peer) and the tools the scripts call. Idempotent; run as root.
+set -euo pipefail
+
+need_apt=()
+for pkg in fuse3 libacl1-dev acl bindfs fio attr; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The FUSE device must exist; in a VM it is there once the module is loaded.
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+if [ ! -e /dev/fuse ]; then
+  echo "setup: /dev/fuse is missing and 'modprobe fuse' did not create it" >&2
+  exit 1
+fi
+
+if ! command -v pjdfstest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/pjdfstest" ]; then
+  echo "setup: installing pjdfstest (cargo install, a few minutes the first time)"
+  cargo install --locked --quiet pjdfstest
+fi
+
+# pjdfstest's dummy users: nobody/nogroup exist on Debian; it also needs a
+# second unprivileged account with its own group.
+getent group durafs-tests >/dev/null || groupadd --system durafs-tests
+getent passwd durafs-tests >/dev/null || useradd --system -g durafs-tests -M -s /usr/sbin/nologin durafs-tests
+echo "setup: done"
