@@ -459,6 +459,7 @@ fn fallocate_seek_data_and_copy_range() {
             .read(true)
             .write(true)
             .create(true)
+            .truncate(false)
             .open(r.join("f"))
             .unwrap();
         log.rec("allocate", platform::fallocate(f.as_fd(), 0, 0, 1 << 20));
@@ -491,6 +492,7 @@ fn fallocate_seek_data_and_copy_range() {
             .read(true)
             .write(true)
             .create(true)
+            .truncate(false)
             .open(r.join("g"))
             .unwrap();
         log.rec(

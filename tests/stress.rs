@@ -33,7 +33,7 @@ impl Rng {
 }
 
 fn worker(root: &Path, t: usize) -> HashMap<String, Vec<u8>> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1) * 0x1000_0001);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1000_0001));
     let dir = root.join(format!("t{t}"));
     fs::create_dir(&dir).unwrap();
     // model: current name -> contents
