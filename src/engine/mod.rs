@@ -40,6 +40,13 @@ impl Engine {
         false
     }
 
+    /// Whether the engine must hear of every close(2) of this open (FUSE
+    /// FLUSH). When it need not, the kernel is told not to send it, which
+    /// saves a round trip per close.
+    pub fn needs_flush(&self, _w: &Writer) -> bool {
+        false
+    }
+
     /// Writes `data` at `offset` (at the end of file for an O_APPEND fd,
     /// where Linux pwrite ignores the offset).
     pub fn write(

@@ -279,11 +279,15 @@ impl FuseFrontend {
     }
 }
 
-fn fopen_flags(mode: Mode) -> FopenFlags {
-    match mode {
+fn fopen_flags(mode: Mode, opened: &Opened) -> FopenFlags {
+    let mut f = match mode {
         Mode::Cached | Mode::Passthrough => FopenFlags::empty(),
         Mode::PassthroughDirect => FopenFlags::FOPEN_DIRECT_IO,
+    };
+    if !opened.flush {
+        f |= FopenFlags::FOPEN_NOFLUSH;
     }
+    f
 }
 
 impl Filesystem for FuseFrontend {
@@ -497,8 +501,8 @@ impl Filesystem for FuseFrontend {
             self.choose_mode(ino.0, &opened, || reply.open_backing(opened.handle.fd()));
         let fh = fuser::FileHandle(opened.fh);
         match backing {
-            Some(b) => reply.opened_passthrough(fh, fopen_flags(mode), &b),
-            None => reply.opened(fh, fopen_flags(mode)),
+            Some(b) => reply.opened_passthrough(fh, fopen_flags(mode, &opened), &b),
+            None => reply.opened(fh, fopen_flags(mode, &opened)),
         }
     }
 
@@ -772,7 +776,7 @@ impl Filesystem for FuseFrontend {
                 &attr,
                 Generation(entry.generation),
                 fh,
-                fopen_flags(mode),
+                fopen_flags(mode, &opened),
                 &b,
             ),
             None => reply.created(
@@ -780,7 +784,7 @@ impl Filesystem for FuseFrontend {
                 &attr,
                 Generation(entry.generation),
                 fh,
-                fopen_flags(mode),
+                fopen_flags(mode, &opened),
             ),
         }
     }

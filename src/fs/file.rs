@@ -19,6 +19,8 @@ pub struct Opened {
     pub handle: Arc<FileHandle>,
     /// whether the engine must see this open's IO
     pub intercept: bool,
+    /// whether the engine must see each close(2) (FUSE FLUSH)
+    pub flush: bool,
 }
 
 /// Where a read's bytes go: the frontend's reply.
@@ -44,6 +46,7 @@ impl PassthroughFs {
     ) -> Opened {
         let writer = self.engine.open_writer(flags);
         let intercept = self.engine.intercepts_io(&writer);
+        let flush = self.engine.needs_flush(&writer);
         let (fh, handle) = self.handles.insert_file(FileHandle {
             inode,
             fd,
@@ -54,6 +57,7 @@ impl PassthroughFs {
             fh,
             handle,
             intercept,
+            flush,
         }
     }
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Benchmarks durafs (pure passthrough: no added syncs), the backing
+# directory natively and bindfs, side by side in one run, and prints each
+# job's figure and durafs's ratio to native and to bindfs. Also measures the
+# daemon's RSS after 100,000 files have been looked up.
+#
+# usage: scripts/bench.sh [--quick]       (run as root; needs fio and bindfs: scripts/setup.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+quick=0; [ "${1:-}" = "--quick" ] && quick=1
+command -v fio >/dev/null && command -v bindfs >/dev/null || bash scripts/setup.sh >/dev/null
+cargo build --release --quiet
+cargo bench --bench fsbench --no-run --quiet 2>/dev/null
+bin=$PWD/target/release/durafs
+fsbench=$(ls -t target/release/deps/fsbench-* | grep -v '\.d$' | head -1)
+
+runtime=5; seqsize=1024M; nfiles=5000; rssfiles=100000
+[ $quick = 1 ] && { runtime=2; seqsize=256M; nfiles=2000; rssfiles=20000; }
+
+work=$(mktemp -d "$PWD/target/bench.XXXXXX")
+chmod 755 "$work"
+mkdir -p "$work"/{native,durafs-backing,durafs,bindfs-backing,bindfs}
+cleanup() {
+  for m in "$work/durafs" "$work/bindfs" "$work/rss-mnt"; do
+    mountpoint -q "$m" 2>/dev/null && umount -l "$m"
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" mount "$work/durafs-backing" "$work/durafs" 2>/dev/null
+bindfs --multithreaded "$work/bindfs-backing" "$work/bindfs"
+targets=(native durafs bindfs)
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# fio job -> MiB/s (bandwidth) or IOPS
+fio_run() { # dir name metric args...
+  local dir=$1 name=$2 metric=$3; shift 3
+  fio --name="$name" --directory="$dir" --output-format=json "$@" 2>/dev/null |
+    python3 -c "
+import json,sys
+j=json.load(sys.stdin)['jobs']
+w=sum(x['write']['$metric'] for x in j); r=sum(x['read']['$metric'] for x in j)
+v=(w if w>0 else r)
+print(round(v/1024 if '$metric'=='bw' else v, 1))"
+}
+
+declare -A res
+job() { # key label unit
+  printf '%-34s %-6s' "$2" "$3"
+  for t in "${targets[@]}"; do printf ' %12s' "${res[$1,$t]}"; done
+  local n=${res[$1,native]} d=${res[$1,durafs]} b=${res[$1,bindfs]}
+  python3 -c "print('   %6.2fx  %6.2fx' % ($d/$n, $d/$b))"
+}
+
+# Each job runs on every target in turn before the next job starts, so
+# slow drifts of the machine (disk cache, writeback) hit all three alike.
+each() { for t in "${targets[@]}"; do d=$work/$t; "$@"; done; }
+each eval 'res[seqw,$t]=$(fio_run "$d" seqw bw --rw=write --bs=1M --size=$seqsize --end_fsync=1 --ioengine=psync)'
+drop_caches
+each eval 'res[seqr,$t]=$(fio_run "$d" seqw bw --rw=read --bs=1M --size=$seqsize --ioengine=psync); rm -f "$d"/seqw*'
+each eval 'res[randw,$t]=$(fio_run "$d" randw iops --rw=randwrite --bs=4k --size=256M --time_based --runtime=$runtime --ioengine=psync); rm -f "$d"/randw*'
+each eval 'res[fsync,$t]=$(fio_run "$d" fsync iops --rw=randwrite --bs=4k --size=64M --fsync=1 --time_based --runtime=$runtime --ioengine=psync); rm -f "$d"/fsync*'
+each eval 'res[fds4,$t]=$(fio_run "$d" fds4 iops --rw=randwrite --bs=4k --size=64M --fdatasync=1 --numjobs=4 --time_based --runtime=$runtime --ioengine=psync --group_reporting); rm -f "$d"/fds4*'
+each eval 'mkdir "$d/meta"; res[create,$t]=$("$fsbench" create "$d/meta" $nfiles | awk "{print \$2}")'
+each eval 'res[stat,$t]=$("$fsbench" stat "$d/meta" $nfiles | awk "{print \$2}")'
+drop_caches
+each eval 'res[statc,$t]=$("$fsbench" stat "$d/meta" $nfiles | awk "{print \$2}")'
+each eval 'res[unlink,$t]=$("$fsbench" unlink "$d/meta" $nfiles | awk "{print \$2}")'
+each eval 'res[replace,$t]=$("$fsbench" replace "$d/meta" 500 | awk "{print \$2}"); rm -rf "$d/meta"'
+
+echo
+echo "durafs bench ($(nproc) cores, backing: $(df -T "$work" | awk 'NR==2{print $2}'), kernel $(uname -r), durafs passthrough engine)"
+printf '%-34s %-6s %12s %12s %12s   %7s  %7s\n' job unit native durafs bindfs "d/nat" "d/bindfs"
+job seqw    "1 MiB sequential write (+fsync)" MiB/s
+job seqr    "1 MiB sequential read (cold)" MiB/s
+job randw   "4 KiB random buffered write" IOPS
+job fsync   "4 KiB write+fsync" IOPS
+job fds4    "4 writers, 4 KiB write+fdatasync" IOPS
+job create  "create $nfiles small files" ops/s
+job stat    "stat $nfiles files (just created)" ops/s
+job statc   "stat $nfiles files (caches dropped)" ops/s
+job unlink  "unlink $nfiles files" ops/s
+job replace "write-tmp+fsync+rename+dir-fsync" ops/s
+
+# Memory: the daemon's RSS after $rssfiles files have been looked up.
+mkdir -p "$work/rss-backing" "$work/rss-mnt"
+python3 -c "
+import os
+for i in range($rssfiles // 1000):
+    d = '$work/rss-backing/d%03d' % i
+    os.mkdir(d)
+    for j in range(1000):
+        open(d + '/f%04d' % j, 'w').close()
+"
+"$bin" mount --foreground "$work/rss-backing" "$work/rss-mnt" 2>/dev/null &
+pid=$!
+for _ in $(seq 100); do mountpoint -q "$work/rss-mnt" && break; sleep 0.1; done
+found=$(find "$work/rss-mnt" -type f | wc -l)
+rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+echo
+echo "daemon RSS after looking up $found files: $((rss / 1024)) MiB"
+umount "$work/rss-mnt"; wait $pid || true
