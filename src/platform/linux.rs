@@ -696,8 +696,9 @@ pub fn umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
-/// Raises RLIMIT_NOFILE's soft limit to its hard limit: every looked-up
-/// inode holds an fd. Returns the new soft limit.
+/// Raises RLIMIT_NOFILE as far as allowed: every looked-up inode holds an
+/// fd. Root may lift the hard limit to the kernel's `fs.nr_open`; others get
+/// their hard limit. Returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -705,10 +706,25 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     };
     // SAFETY: `r` is valid for writes.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) })?;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    if nr_open > r.rlim_max as u64 {
+        let big = libc::rlimit {
+            rlim_cur: nr_open as libc::rlim_t,
+            rlim_max: nr_open as libc::rlim_t,
+        };
+        // SAFETY: `big` is a valid rlimit; without CAP_SYS_RESOURCE this
+        // fails with EPERM and the hard limit below is used instead.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &big) } == 0 {
+            return Ok(nr_open);
+        }
+    }
     r.rlim_cur = r.rlim_max;
     // SAFETY: `r` is a valid rlimit.
     cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) })?;
-    Ok(r.rlim_cur)
+    Ok(r.rlim_cur as u64)
 }
 
 /// Opens `/dev/fuse` for a new connection.
