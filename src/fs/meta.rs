@@ -9,6 +9,20 @@ use std::path::Path;
 use super::{Caller, Entry, PassthroughFs, errno};
 use crate::platform::{self, Stat, StatVfs, TimeSpec, cstring};
 
+/// Says once, loudly, that the daemon ran out of file descriptors: every
+/// inode the kernel holds costs one, and the app now sees EMFILE.
+pub(crate) fn warn_if_out_of_fds(e: &io::Error) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if e.raw_os_error() == Some(libc::EMFILE) {
+        WARNED.call_once(|| {
+            tracing::error!(
+                "out of file descriptors: lookups now fail with EMFILE; raise the daemon's \
+                 RLIMIT_NOFILE hard limit (LimitNOFILE= in systemd, ulimit -Hn)"
+            )
+        });
+    }
+}
+
 /// The attribute changes of one setattr request; `None` leaves a field alone.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SetAttr {
@@ -44,7 +58,7 @@ impl PassthroughFs {
         if let Some(inode) = self.inodes.ref_existing(&st) {
             return Ok(self.entry_of(&inode, st));
         }
-        let fd = platform::open_path_at(dir.fd(), &cname)?;
+        let fd = platform::open_path_at(dir.fd(), &cname).inspect_err(warn_if_out_of_fds)?;
         self.entry_from_path_fd(fd)
     }
 

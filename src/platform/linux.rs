@@ -710,10 +710,10 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    if nr_open > r.rlim_max as u64 {
+    if nr_open > r.rlim_max {
         let big = libc::rlimit {
-            rlim_cur: nr_open as libc::rlim_t,
-            rlim_max: nr_open as libc::rlim_t,
+            rlim_cur: nr_open,
+            rlim_max: nr_open,
         };
         // SAFETY: `big` is a valid rlimit; without CAP_SYS_RESOURCE this
         // fails with EPERM and the hard limit below is used instead.
@@ -724,7 +724,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     r.rlim_cur = r.rlim_max;
     // SAFETY: `r` is a valid rlimit.
     cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) })?;
-    Ok(r.rlim_cur as u64)
+    Ok(r.rlim_cur)
 }
 
 /// Opens `/dev/fuse` for a new connection.
