@@ -17,12 +17,20 @@ use std::time::Instant;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     // cargo bench passes --bench; ignore flags.
-    let args: Vec<&String> = args.iter().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     if args.len() != 3 {
         eprintln!("usage: fsbench create|stat|unlink|replace DIR N");
         std::process::exit(2);
     }
-    let (job, dir, n) = (args[0].as_str(), Path::new(args[1]), args[2].parse::<usize>().expect("N"));
+    let (job, dir, n) = (
+        args[0].as_str(),
+        Path::new(args[1]),
+        args[2].parse::<usize>().expect("N"),
+    );
     let name = |i: usize| dir.join(format!("f{i:06}"));
     let payload = [b'x'; 100];
     let start = Instant::now();
@@ -48,7 +56,12 @@ fn main() {
             let target = dir.join("config");
             let tmp = dir.join("config.tmp");
             for i in 0..n {
-                let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).expect("tmp");
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .expect("tmp");
                 writeln!(f, "version {i}").expect("write");
                 f.sync_all().expect("fsync");
                 fs::rename(&tmp, &target).expect("rename");

@@ -12,7 +12,9 @@ pjd=$(command -v pjdfstest || echo "$HOME/.cargo/bin/pjdfstest")
 [ -x "$pjd" ] || { echo "pjdfstest is not installed: run scripts/setup.sh" >&2; exit 1; }
 [ -x "$bin" ] || { echo "$bin is missing: build it with cargo build --release" >&2; exit 1; }
 
-work=$(mktemp -d "$PWD/target/pjdfstest.XXXXXX")
+# /var/tmp: on the root disk filesystem, and reachable by the unprivileged
+# users the suite switches to, wherever the checkout lives.
+work=$(mktemp -d /var/tmp/durafs-pjdfstest.XXXXXX)
 cleanup() {
   mountpoint -q "$work/mnt" && { "$bin" umount "$work/mnt" || umount -l "$work/mnt"; }
   rm -rf "$work"

@@ -155,12 +155,29 @@ impl Drop for Mount {
     }
 }
 
-/// Where test directories live: on the same disk filesystem as the checkout
-/// (not tmpfs), so the backing store is a real block-device filesystem.
+/// Where test directories live: /var/tmp, on the root disk filesystem (not
+/// tmpfs, so the backing store is a real block-device filesystem) and
+/// reachable by the unprivileged users some tests run as, wherever the
+/// checkout is.
 pub fn test_root() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let p = PathBuf::from("/var/tmp/durafs-tests");
     std::fs::create_dir_all(&p).unwrap();
+    open_to_all(&p);
     p
+}
+
+fn open_to_all(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(test_root())
+        .unwrap();
+    open_to_all(d.path());
+    d
 }
 
 /// A plain (not mounted) temp directory on the same filesystem, for
