@@ -68,3 +68,7 @@ if [ -n "$regressions" ]; then
   exit 1
 fi
 echo "pjdfstest: durafs fails nothing the backing filesystem passes"
+passed=$(awk '$2 == "ok"' "$work/durafs.st" | wc -l)
+failed=$(awk '$2 == "FAILED"' "$work/durafs.st" | wc -l)
+skipped=$(awk '$2 == "skipped"' "$work/durafs.st" | wc -l)
+echo "pjdfstest: $passed passed, $failed failed, $skipped skipped"
