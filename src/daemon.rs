@@ -308,12 +308,14 @@ pub fn serve(backing: &Path, mountpoint: &Path, opts: &MountOptions, ready: &Rea
         Err(e) => warn!("could not raise the open file limit: {e}"),
     }
     // Modes from the kernel already have the caller's umask applied.
+    // (The fd budget for inodes is read from the raised limit below.)
     platform::umask(0);
 
     let fs = PassthroughFs::new(
         &backing,
         FsOptions {
             default_permissions: opts.default_permissions,
+            max_inode_fds: opts.max_inode_fds,
         },
         Engine::passthrough(),
     )

@@ -74,6 +74,8 @@ pub struct MountOptions {
     pub entry_timeout: Duration,
     /// kernel passthrough allowed
     pub passthrough: bool,
+    /// inodes held by fd before switching to file handles
+    pub max_inode_fds: Option<usize>,
 }
 
 impl Default for MountOptions {
@@ -93,6 +95,7 @@ impl Default for MountOptions {
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),
             passthrough: true,
+            max_inode_fds: None,
         }
     }
 }
@@ -188,6 +191,16 @@ impl MountOptions {
                     opt,
                     val.ok_or_else(|| bad(opt, "needs a value in seconds"))?,
                 )?
+            }
+            "max-inode-fds" | "max_inode_fds" => {
+                let n: usize = val
+                    .ok_or_else(|| bad(opt, "needs a value: max-inode-fds=N"))?
+                    .parse()
+                    .map_err(|_| bad(opt, "expected a whole number"))?;
+                if n < 16 {
+                    return Err(bad(opt, "must be at least 16"));
+                }
+                self.max_inode_fds = Some(n);
             }
             "passthrough" => {
                 self.passthrough = match val {

@@ -37,10 +37,11 @@ impl PassthroughFs {
     /// Opens directory `ino` for reading, as the caller.
     pub fn opendir(&self, caller: &Caller, ino: u64, flags: i32) -> io::Result<u64> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         let fd = {
             let _creds = self.as_caller(caller)?;
             platform::reopen(
-                inode.fd(),
+                inode_fd.as_fd(),
                 (flags & libc::O_NOATIME) | libc::O_RDONLY | libc::O_DIRECTORY,
             )?
         };
@@ -90,7 +91,7 @@ impl PassthroughFs {
                 continue;
             }
             let entry = if plus && !is_dot_or_dotdot(&e.name) {
-                match self.lookup_in(&dh, &e.name) {
+                match self.lookup_in(s.fd.as_fd(), &e.name) {
                     Ok(entry) => Some(entry),
                     // Gone since getdents: skip it, as a fresh stream would.
                     Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
@@ -126,13 +127,15 @@ impl PassthroughFs {
         }
     }
 
-    fn lookup_in(&self, dh: &DirHandle, name: &[u8]) -> io::Result<Entry> {
+    /// Looks `name` up in the directory open as `dir` (the stream's own fd,
+    /// so a handle-held directory is not reopened per entry).
+    fn lookup_in(&self, dir: std::os::fd::BorrowedFd<'_>, name: &[u8]) -> io::Result<Entry> {
         let cname = std::ffi::CString::new(name).map_err(|_| super::errno(libc::EINVAL))?;
-        let st = platform::stat_at(dh.inode.fd(), &cname)?;
+        let st = platform::stat_at(dir, &cname)?;
         if let Some(inode) = self.inodes.ref_existing(&st) {
             return Ok(self.entry_of(&inode, st));
         }
-        let fd = platform::open_path_at(dh.inode.fd(), &cname)?;
+        let fd = platform::open_path_at(dir, &cname)?;
         self.entry_from_path_fd(fd)
     }
 

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::handle::FileHandle;
@@ -64,13 +65,14 @@ impl PassthroughFs {
     /// Opens `ino` with the app's flags, as the caller.
     pub fn open(&self, caller: &Caller, ino: u64, flags: i32) -> io::Result<Opened> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         if inode.is_dir() && flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(errno(libc::EISDIR));
         }
         let flags = backing_flags(flags);
         let fd = {
             let _creds = self.as_caller(caller)?;
-            platform::reopen(inode.fd(), flags)?
+            platform::reopen(inode_fd.as_fd(), flags)?
         };
         Ok(self.register_open(inode, fd, flags))
     }
@@ -85,11 +87,12 @@ impl PassthroughFs {
         flags: i32,
     ) -> io::Result<(Entry, Opened)> {
         let dir = self.inodes.get(parent)?;
+        let dir_fd = dir.fd()?;
         let cname = cstring(name)?;
         let flags = backing_flags(flags);
         let fd = {
             let _creds = self.as_caller(caller)?;
-            platform::open_at(dir.fd(), &cname, flags | libc::O_CREAT, mode)?
+            platform::open_at(dir_fd.as_fd(), &cname, flags | libc::O_CREAT, mode)?
         };
         let st = platform::stat_fd(std::os::fd::AsFd::as_fd(&fd))?;
         let inode = match self.inodes.ref_existing(&st) {
@@ -99,7 +102,7 @@ impl PassthroughFs {
                 self.inodes.insert(path_fd, &st)
             }
         };
-        self.engine.dirs_changed(&[dir.fd()])?;
+        self.engine.dirs_changed(&[dir_fd.as_fd()])?;
         let entry = self.entry_of(&inode, st);
         Ok((entry, self.register_open(inode, fd, flags)))
     }

@@ -10,15 +10,23 @@
 //! new entry gets a fresh generation, so a node id reused after a forget is
 //! told apart by NFS-style exporters.
 //!
+//! Every inode costs the daemon one fd while the kernel holds it, and the
+//! fd limit may be far below the number of inodes a tree walk leaves in the
+//! kernel's caches. Past a budget (3/4 of RLIMIT_NOFILE unless set), new
+//! inodes on the backing root's filesystem are held by file handle
+//! (`name_to_handle_at`) instead, and reopened with `open_by_handle_at` for
+//! each use: slower, but never EMFILE. This needs CAP_DAC_READ_SEARCH and a
+//! filesystem that exports handles; without them every inode holds an fd.
+//!
 //! Lock order: the store's `RwLock` is a leaf; no other lock is taken while
 //! it is held.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::platform::Stat;
+use crate::platform::{self, FileHandleBuf, Stat};
 
 /// The FUSE node id of the mount root.
 pub const ROOT_ID: u64 = 1;
@@ -31,8 +39,7 @@ pub struct Inode {
     pub id: u64,
     /// generation number reported with `id`
     pub generation: u64,
-    /// the `O_PATH` handle on the backing inode
-    pub fd: OwnedFd,
+    hold: Hold,
     /// backing (dev, ino)
     pub key: (u64, u64),
     /// file type bits (S_IFMT) of the backing inode
@@ -40,10 +47,48 @@ pub struct Inode {
     nlookup: AtomicU64,
 }
 
+/// How an inode is held: an `O_PATH` fd, or a file handle plus an fd on
+/// its filesystem to reopen it with.
+#[derive(Debug)]
+enum Hold {
+    Fd(OwnedFd),
+    Handle(FileHandleBuf, Arc<OwnedFd>),
+}
+
+/// An `O_PATH` fd on an inode: borrowed from the store, or opened from a
+/// file handle for this one use.
+pub enum InodeFd<'a> {
+    /// the inode's own fd
+    Borrowed(BorrowedFd<'a>),
+    /// reopened from its file handle; closed on drop
+    Owned(OwnedFd),
+}
+
+impl AsFd for InodeFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            InodeFd::Borrowed(b) => *b,
+            InodeFd::Owned(o) => o.as_fd(),
+        }
+    }
+}
+
 impl Inode {
-    /// The `O_PATH` handle.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// An `O_PATH` fd on the backing inode (ESTALE if a handle-held inode
+    /// is gone).
+    pub fn fd(&self) -> std::io::Result<InodeFd<'_>> {
+        match &self.hold {
+            Hold::Fd(fd) => Ok(InodeFd::Borrowed(fd.as_fd())),
+            Hold::Handle(h, mount) => {
+                platform::open_by_handle(mount.as_fd(), h, libc::O_PATH | libc::O_NOFOLLOW)
+                    .map(InodeFd::Owned)
+            }
+        }
+    }
+
+    /// Whether the inode is held by file handle rather than by fd.
+    pub fn by_handle(&self) -> bool {
+        matches!(self.hold, Hold::Handle(..))
     }
 
     /// Whether the backing inode is a directory.
@@ -62,18 +107,26 @@ struct Maps {
 pub struct InodeStore {
     maps: RwLock<Maps>,
     root_dev: u64,
+    /// a dup of the root fd, for open_by_handle_at; None when handles do
+    /// not work here (no CAP_DAC_READ_SEARCH, or the filesystem has none)
+    mount_fd: Option<Arc<OwnedFd>>,
+    fd_budget: usize,
+    held_fds: AtomicUsize,
     next_synthetic: AtomicU64,
     next_generation: AtomicU64,
 }
 
 impl InodeStore {
     /// A store holding only the root, whose lookup count never drops.
-    pub fn new(root_fd: OwnedFd, root_stat: &Stat) -> Self {
+    /// `fd_budget` is how many inodes may hold an fd before new ones are held
+    /// by file handle.
+    pub fn new(root_fd: OwnedFd, root_stat: &Stat, fd_budget: usize) -> Self {
         let key = (root_stat.st_dev, root_stat.st_ino);
+        let mount_fd = probe_handles(root_fd.as_fd());
         let root = Arc::new(Inode {
             id: ROOT_ID,
             generation: 0,
-            fd: root_fd,
+            hold: Hold::Fd(root_fd),
             key,
             kind: root_stat.st_mode & libc::S_IFMT,
             nlookup: AtomicU64::new(1 << 40),
@@ -84,6 +137,9 @@ impl InodeStore {
         InodeStore {
             maps: RwLock::new(maps),
             root_dev: root_stat.st_dev,
+            mount_fd,
+            fd_budget,
+            held_fds: AtomicUsize::new(1),
             next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
             next_generation: AtomicU64::new(1),
         }
@@ -141,10 +197,11 @@ impl InodeStore {
         } else {
             self.next_synthetic.fetch_add(1, Ordering::Relaxed)
         };
+        let hold = self.hold(fd, st);
         let inode = Arc::new(Inode {
             id,
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
-            fd,
+            hold,
             key,
             kind: st.st_mode & libc::S_IFMT,
             nlookup: AtomicU64::new(1),
@@ -167,9 +224,31 @@ impl InodeStore {
         inode.nlookup.store(left, Ordering::Relaxed);
         if left == 0 {
             let key = inode.key;
+            if !inode.by_handle() {
+                self.held_fds.fetch_sub(1, Ordering::Relaxed);
+            }
             maps.by_id.remove(&id);
             maps.by_key.remove(&key);
         }
+    }
+
+    /// Holds a new inode by fd while under budget, else by file handle
+    /// (where handles work and the inode is on the root's filesystem).
+    fn hold(&self, fd: OwnedFd, st: &Stat) -> Hold {
+        if self.held_fds.load(Ordering::Relaxed) >= self.fd_budget
+            && st.st_dev == self.root_dev
+            && let Some(mount) = &self.mount_fd
+            && let Ok(h) = platform::name_to_handle(fd.as_fd())
+        {
+            return Hold::Handle(h, mount.clone());
+        }
+        self.held_fds.fetch_add(1, Ordering::Relaxed);
+        Hold::Fd(fd)
+    }
+
+    /// How many inodes hold an fd (the root included).
+    pub fn held_fds(&self) -> usize {
+        self.held_fds.load(Ordering::Relaxed)
     }
 
     /// How many inodes are held (the root included).
@@ -181,4 +260,13 @@ impl InodeStore {
     pub fn is_empty(&self) -> bool {
         self.len() <= 1
     }
+}
+
+/// Whether file handles work on the backing filesystem for this process:
+/// returns an fd to reopen them with, or None.
+fn probe_handles(root: BorrowedFd<'_>) -> Option<Arc<OwnedFd>> {
+    let mount = platform::reopen(root, libc::O_RDONLY | libc::O_DIRECTORY).ok()?;
+    let h = platform::name_to_handle(root).ok()?;
+    platform::open_by_handle(mount.as_fd(), &h, libc::O_PATH).ok()?;
+    Some(Arc::new(mount))
 }

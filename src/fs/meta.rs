@@ -44,6 +44,7 @@ impl PassthroughFs {
     /// Looks `name` up in directory `parent` and takes a lookup reference.
     pub fn lookup(&self, caller: &Caller, parent: u64, name: &OsStr) -> io::Result<Entry> {
         let dir = self.inodes.get(parent)?;
+        let dir_fd = dir.fd()?;
         if self.engine.is_hidden(name.as_encoded_bytes()) {
             return Err(errno(libc::ENOENT));
         }
@@ -54,11 +55,11 @@ impl PassthroughFs {
             None
         };
         // A known inode needs no new O_PATH fd: the stat alone finds it.
-        let st = platform::stat_at(dir.fd(), &cname)?;
+        let st = platform::stat_at(dir_fd.as_fd(), &cname)?;
         if let Some(inode) = self.inodes.ref_existing(&st) {
             return Ok(self.entry_of(&inode, st));
         }
-        let fd = platform::open_path_at(dir.fd(), &cname).inspect_err(warn_if_out_of_fds)?;
+        let fd = platform::open_path_at(dir_fd.as_fd(), &cname).inspect_err(warn_if_out_of_fds)?;
         self.entry_from_path_fd(fd)
     }
 
@@ -74,7 +75,7 @@ impl PassthroughFs {
         {
             return platform::stat_fd(h.fd());
         }
-        platform::stat_fd(self.inodes.get(ino)?.fd())
+        platform::stat_fd(self.inodes.get(ino)?.fd()?.as_fd())
     }
 
     /// Changes attributes, in the order chmod, chown, truncate, utimens, as
@@ -88,14 +89,15 @@ impl PassthroughFs {
         set: SetAttr,
     ) -> io::Result<Stat> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         let handle = fh.and_then(|fh| self.handles.file(fh).ok());
         let _creds = self.as_caller(caller)?;
         if let Some(mode) = set.mode {
-            platform::chmod_fd(inode.fd(), mode & 0o7777)?;
+            platform::chmod_fd(inode_fd.as_fd(), mode & 0o7777)?;
         }
         if set.uid.is_some() || set.gid.is_some() {
             platform::chown_fd(
-                inode.fd(),
+                inode_fd.as_fd(),
                 set.uid.unwrap_or(u32::MAX),
                 set.gid.unwrap_or(u32::MAX),
             )?;
@@ -103,7 +105,7 @@ impl PassthroughFs {
         if let Some(size) = set.size {
             match &handle {
                 Some(h) if h.writable() => platform::ftruncate(h.fd(), size)?,
-                _ => platform::truncate_fd(inode.fd(), size)?,
+                _ => platform::truncate_fd(inode_fd.as_fd(), size)?,
             }
         }
         if set.atime.is_some() || set.mtime.is_some() {
@@ -111,15 +113,15 @@ impl PassthroughFs {
             let m = set.mtime.unwrap_or(TimeSpec::Omit);
             match &handle {
                 Some(h) => platform::futimens(h.fd(), a, m)?,
-                None => platform::utimens_fd(inode.fd(), a, m)?,
+                None => platform::utimens_fd(inode_fd.as_fd(), a, m)?,
             }
         }
-        platform::stat_fd(inode.fd())
+        platform::stat_fd(inode_fd.as_fd())
     }
 
     /// The target of symlink `ino`.
     pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
-        platform::readlink_fd(self.inodes.get(ino)?.fd())
+        platform::readlink_fd(self.inodes.get(ino)?.fd()?.as_fd())
     }
 
     /// Runs `make` (which creates `name` in `parent`) as the caller, then
@@ -132,14 +134,15 @@ impl PassthroughFs {
         make: impl FnOnce(BorrowedFd<'_>, &std::ffi::CStr) -> io::Result<()>,
     ) -> io::Result<Entry> {
         let dir = self.inodes.get(parent)?;
+        let dir_fd = dir.fd()?;
         let cname = cstring(name)?;
         {
             let _creds = self.as_caller(caller)?;
-            make(dir.fd(), &cname)?;
+            make(dir_fd.as_fd(), &cname)?;
         }
-        let fd = platform::open_path_at(dir.fd(), &cname)?;
+        let fd = platform::open_path_at(dir_fd.as_fd(), &cname)?;
         let entry = self.entry_from_path_fd(fd)?;
-        self.engine.dirs_changed(&[dir.fd()])?;
+        self.engine.dirs_changed(&[dir_fd.as_fd()])?;
         Ok(entry)
     }
 
@@ -193,18 +196,20 @@ impl PassthroughFs {
         newname: &OsStr,
     ) -> io::Result<Entry> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         let dir = self.inodes.get(newparent)?;
+        let dir_fd = dir.fd()?;
         let cname = cstring(newname)?;
         {
             let _creds = self.as_caller(caller)?;
-            platform::link_fd(inode.fd(), dir.fd(), &cname)?;
+            platform::link_fd(inode_fd.as_fd(), dir_fd.as_fd(), &cname)?;
         }
-        let st = platform::stat_fd(inode.fd())?;
+        let st = platform::stat_fd(inode_fd.as_fd())?;
         let entry = match self.inodes.ref_existing(&st) {
             Some(i) => self.entry_of(&i, st),
-            None => self.entry_from_path_fd(platform::open_path_at(dir.fd(), &cname)?)?,
+            None => self.entry_from_path_fd(platform::open_path_at(dir_fd.as_fd(), &cname)?)?,
         };
-        self.engine.dirs_changed(&[dir.fd()])?;
+        self.engine.dirs_changed(&[dir_fd.as_fd()])?;
         Ok(entry)
     }
 
@@ -217,12 +222,13 @@ impl PassthroughFs {
         is_dir: bool,
     ) -> io::Result<()> {
         let dir = self.inodes.get(parent)?;
+        let dir_fd = dir.fd()?;
         let cname = cstring(name)?;
         {
             let _creds = self.as_caller(caller)?;
-            platform::unlink_at(dir.fd(), &cname, is_dir)?;
+            platform::unlink_at(dir_fd.as_fd(), &cname, is_dir)?;
         }
-        self.engine.dirs_changed(&[dir.fd()])
+        self.engine.dirs_changed(&[dir_fd.as_fd()])
     }
 
     /// rename with renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
@@ -236,32 +242,36 @@ impl PassthroughFs {
         flags: u32,
     ) -> io::Result<()> {
         let from = self.inodes.get(parent)?;
+        let from_fd = from.fd()?;
         let to = self.inodes.get(newparent)?;
+        let to_fd = to.fd()?;
         let (cname, cnew) = (cstring(name)?, cstring(newname)?);
         {
             let _creds = self.as_caller(caller)?;
-            platform::rename_at(from.fd(), &cname, to.fd(), &cnew, flags)?;
+            platform::rename_at(from_fd.as_fd(), &cname, to_fd.as_fd(), &cnew, flags)?;
         }
         if from.id == to.id {
-            self.engine.dirs_changed(&[from.fd()])
+            self.engine.dirs_changed(&[from_fd.as_fd()])
         } else {
-            self.engine.dirs_changed(&[from.fd(), to.fd()])
+            self.engine.dirs_changed(&[from_fd.as_fd(), to_fd.as_fd()])
         }
     }
 
     /// statfs of the backing filesystem holding `ino`.
     pub fn statfs(&self, ino: u64) -> io::Result<StatVfs> {
         let inode = self.inodes.get(ino)?;
-        platform::statvfs_fd(inode.fd.as_fd())
+        let inode_fd = inode.fd()?;
+        platform::statvfs_fd(inode_fd.as_fd())
     }
 
     /// access(2) as the caller.
     pub fn access(&self, caller: &Caller, ino: u64, mask: i32) -> io::Result<()> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         let _creds = self.as_caller(caller)?;
         if mask == libc::F_OK {
-            return platform::stat_fd(inode.fd()).map(drop);
+            return platform::stat_fd(inode_fd.as_fd()).map(drop);
         }
-        platform::access_fd(inode.fd(), mask)
+        platform::access_fd(inode_fd.as_fd(), mask)
     }
 }

@@ -61,6 +61,9 @@ pub struct FsOptions {
     /// The kernel checks permissions (`default_permissions`): the daemon
     /// need not repeat the checks on lookups.
     pub default_permissions: bool,
+    /// How many inodes may hold an fd before new ones are held by file
+    /// handle (None: 3/4 of RLIMIT_NOFILE, read when the filesystem starts).
+    pub max_inode_fds: Option<usize>,
 }
 
 /// The passthrough filesystem over one backing directory.
@@ -81,7 +84,12 @@ impl PassthroughFs {
         let root = platform::open_dir_path(backing)?;
         let st = platform::stat_fd(root.as_fd())?;
         Ok(PassthroughFs {
-            inodes: InodeStore::new(root, &st),
+            inodes: InodeStore::new(
+                root,
+                &st,
+                opts.max_inode_fds
+                    .unwrap_or_else(|| (platform::nofile_limit() as usize / 4 * 3).max(64)),
+            ),
             handles: HandleStore::default(),
             engine,
             backing: backing.to_path_buf(),
@@ -104,6 +112,11 @@ impl PassthroughFs {
     /// How many inodes the kernel holds references to (the root included).
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
+    }
+
+    /// How many of them hold an fd (the others are held by file handle).
+    pub fn inode_fds(&self) -> usize {
+        self.inodes.held_fds()
     }
 
     /// Runs the rest of the request as `caller` (restored when the guard drops).

@@ -3,6 +3,7 @@
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::AsFd;
 
 use super::{Caller, PassthroughFs, errno};
 use crate::platform::{self, cstring};
@@ -44,16 +45,20 @@ impl PassthroughFs {
         size: u32,
     ) -> io::Result<XattrReply> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         let cname = cstring(name)?;
         let _creds = self.as_caller(caller)?;
-        size_or_data(size, |buf| platform::getxattr_fd(inode.fd(), &cname, buf))
+        size_or_data(size, |buf| {
+            platform::getxattr_fd(inode_fd.as_fd(), &cname, buf)
+        })
     }
 
     /// listxattr.
     pub fn listxattr(&self, caller: &Caller, ino: u64, size: u32) -> io::Result<XattrReply> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         let _creds = self.as_caller(caller)?;
-        size_or_data(size, |buf| platform::listxattr_fd(inode.fd(), buf))
+        size_or_data(size, |buf| platform::listxattr_fd(inode_fd.as_fd(), buf))
     }
 
     /// setxattr with XATTR_CREATE / XATTR_REPLACE flags.
@@ -66,16 +71,18 @@ impl PassthroughFs {
         flags: i32,
     ) -> io::Result<()> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         let cname = cstring(name)?;
         let _creds = self.as_caller(caller)?;
-        platform::setxattr_fd(inode.fd(), &cname, value, flags)
+        platform::setxattr_fd(inode_fd.as_fd(), &cname, value, flags)
     }
 
     /// removexattr.
     pub fn removexattr(&self, caller: &Caller, ino: u64, name: &OsStr) -> io::Result<()> {
         let inode = self.inodes.get(ino)?;
+        let inode_fd = inode.fd()?;
         let cname = cstring(name)?;
         let _creds = self.as_caller(caller)?;
-        platform::removexattr_fd(inode.fd(), &cname)
+        platform::removexattr_fd(inode_fd.as_fd(), &cname)
     }
 }

@@ -847,6 +847,71 @@ pub fn cwd() -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }
 }
 
+/// A file handle (`name_to_handle_at`): names an inode without holding an
+/// fd, and reopens it with [`open_by_handle`].
+#[derive(Debug, Clone)]
+pub struct FileHandleBuf {
+    /// `struct file_handle` laid out in u32 words: handle_bytes, handle_type,
+    /// then the opaque bytes (MAX_HANDLE_SZ = 128).
+    words: Box<[u32]>,
+}
+
+const MAX_HANDLE_SZ: usize = 128;
+
+/// The file handle of the inode behind `fd` (any fd, `O_PATH` included).
+pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<FileHandleBuf> {
+    let mut words = vec![0u32; 2 + MAX_HANDLE_SZ / 4].into_boxed_slice();
+    words[0] = MAX_HANDLE_SZ as u32;
+    let mut mount_id = 0;
+    // SAFETY: `words` is a u32-aligned buffer laid out as `struct
+    // file_handle` with room for MAX_HANDLE_SZ opaque bytes, as announced in
+    // handle_bytes; `mount_id` is valid for writes.
+    cvt(unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            words.as_mut_ptr().cast::<libc::file_handle>(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    })?;
+    Ok(FileHandleBuf { words })
+}
+
+/// Opens the inode named by `handle` (on the filesystem of `mount_fd`, which
+/// must be a real open fd, not `O_PATH`); needs CAP_DAC_READ_SEARCH. ESTALE
+/// when the inode is gone.
+pub fn open_by_handle(
+    mount_fd: BorrowedFd<'_>,
+    handle: &FileHandleBuf,
+    flags: i32,
+) -> io::Result<OwnedFd> {
+    let mut words = handle.words.clone();
+    // SAFETY: `words` holds a `struct file_handle` filled by
+    // name_to_handle_at; the kernel only reads it.
+    owned(unsafe {
+        libc::open_by_handle_at(
+            mount_fd.as_raw_fd(),
+            words.as_mut_ptr().cast::<libc::file_handle>(),
+            flags | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// The process's soft RLIMIT_NOFILE.
+pub fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is valid for writes.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur
+    } else {
+        1024
+    }
+}
+
 /// An all-zero `stat`, for synthesised attributes.
 pub fn zeroed_stat() -> Stat {
     // SAFETY: `stat` is a plain struct of integers, for which all-zero is valid.
@@ -904,5 +969,35 @@ mod tests {
                 (b"bb".to_vec(), libc::DT_DIR)
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod handle_tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn file_handles_round_trip_to_the_same_inode() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let root = open_dir_path(dir.path()).unwrap();
+        let f = open_path_at(root.as_fd(), c"f").unwrap();
+        let h = name_to_handle(f.as_fd()).unwrap();
+        // the mount fd must be a real open, not O_PATH (EBADF otherwise)
+        assert_eq!(
+            open_by_handle(root.as_fd(), &h, libc::O_PATH)
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EBADF)
+        );
+        let mount = reopen(root.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY).unwrap();
+        let again = open_by_handle(mount.as_fd(), &h, libc::O_PATH).unwrap();
+        let (a, b) = (stat_fd(f.as_fd()).unwrap(), stat_fd(again.as_fd()).unwrap());
+        assert_eq!((a.st_dev, a.st_ino), (b.st_dev, b.st_ino));
+        std::fs::remove_file(dir.path().join("f")).unwrap();
+        drop((f, again));
+        let e = open_by_handle(mount.as_fd(), &h, libc::O_PATH).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ESTALE));
     }
 }
