@@ -98,11 +98,11 @@ for i in range($rssfiles // 1000):
 "$bin" mount --foreground "$work/rss-backing" "$work/rss-mnt" 2>/dev/null &
 pid=$!
 for _ in $(seq 100); do mountpoint -q "$work/rss-mnt" && break; sleep 0.1; done
-found=$(find "$work/rss-mnt" -type f 2>/dev/null | wc -l)
+found=$(find "$work/rss-mnt" -type f -size -1000k 2>/dev/null | wc -l)
 rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
 fds=$(ls /proc/$pid/fd | wc -l)
 limit=$(awk '/Max open files/ {print $4}' /proc/$pid/limits)
 echo
 echo "daemon RSS after looking up $found of $rssfiles files: $((rss / 1024)) MiB ($fds fds held; fd limit $limit)"
-[ "$found" -eq "$rssfiles" ] || echo "  (lookups beyond the fd limit fail with EMFILE: every inode the kernel holds costs the daemon one fd)"
+[ "$found" -eq "$rssfiles" ] || echo "  (some lookups failed: see the daemon log)"
 umount "$work/rss-mnt"; wait $pid || true
