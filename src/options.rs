@@ -28,7 +28,10 @@ pub const OPTION_HELP: &[(&str, &str)] = &[
         "fsname=NAME",
         "the source shown in /proc/mounts (default: the backing path)",
     ),
-    ("threads=N", "request worker threads (default: twice the online CPUs, at least 8)"),
+    (
+        "threads=N",
+        "request worker threads (default: twice the online CPUs, at least 8)",
+    ),
     (
         "attr-timeout=SECS",
         "how long the kernel caches attributes (default 1)",

@@ -90,6 +90,28 @@ fn create_write_read_stat() {
                 .map(drop),
         );
         log.rec("open missing", File::open(r.join("nope")).map(drop));
+        log.rec("stat missing again", fs::metadata(r.join("nope")).map(drop));
+        log.rec("create after a miss", fs::write(r.join("nope"), b"now"));
+        log.rec("read after a miss", fs::read(r.join("nope")));
+        log.rec(
+            "mkdir after a miss",
+            fs::metadata(r.join("nd"))
+                .map(drop)
+                .or_else(|_| fs::create_dir(r.join("nd"))),
+        );
+        log.rec(
+            "link after a miss",
+            fs::metadata(r.join("nl"))
+                .map(drop)
+                .or_else(|_| fs::hard_link(r.join("nope"), r.join("nl"))),
+        );
+        log.rec(
+            "rename onto a missed name",
+            fs::metadata(r.join("nr"))
+                .map(drop)
+                .or_else(|_| fs::rename(r.join("nl"), r.join("nr"))),
+        );
+        log.rec("renamed", fs::read(r.join("nr")));
         log.rec("mkdir", fs::create_dir(r.join("d")));
         log.rec("mkdir again", fs::create_dir(r.join("d")));
         log.rec(

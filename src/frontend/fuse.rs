@@ -340,7 +340,22 @@ impl Filesystem for FuseFrontend {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(reply, self.fs.lookup(&caller(req), parent.0, name));
+        match self.fs.lookup(&caller(req), parent.0, name) {
+            // A negative entry (node id 0) lets the kernel cache "no such
+            // name" for the entry timeout, as it caches names that exist;
+            // a create through the mount replaces it at once.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOENT) && !self.cfg.entry_timeout.is_zero() =>
+            {
+                reply.entry_with_ttls(
+                    &self.cfg.entry_timeout,
+                    &Duration::ZERO,
+                    &file_attr(0, &crate::platform::zeroed_stat()),
+                    Generation(0),
+                )
+            }
+            res => self.reply_entry(reply, res),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
