@@ -242,10 +242,11 @@ impl FuseFrontend {
                 Err(e) => {
                     if self.passthrough_failures.fetch_add(1, Ordering::Relaxed) == 0 {
                         warn!(
-                            "kernel refused FUSE passthrough ({e}); this open and later ones fall back to daemon IO"
+                            "kernel refused FUSE passthrough ({e}); such opens fall back to daemon IO"
                         );
                     }
                     if e.raw_os_error() == Some(libc::EPERM) {
+                        warn!("FUSE passthrough needs CAP_SYS_ADMIN; disabled for this mount");
                         self.kernel.passthrough.store(false, Ordering::Relaxed);
                     }
                     Mode::Cached
