@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in fuse3 libacl1-dev acl bindfs fio attr; do
+for pkg in fuse3 libacl1-dev acl bindfs fio attr procps util-linux; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
