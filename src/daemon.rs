@@ -308,9 +308,9 @@ pub fn serve(backing: &Path, mountpoint: &Path, opts: &MountOptions, ready: &Rea
         Err(e) => warn!("could not raise the open file limit: {e}"),
     }
     // Modes from the kernel already have the caller's umask applied.
-    // (The fd budget for inodes is read from the raised limit below.)
     platform::umask(0);
 
+    // After the limit is raised: the inode fd budget is read from it.
     let fs = PassthroughFs::new(
         &backing,
         FsOptions {

@@ -94,11 +94,11 @@ impl PassthroughFs {
             let _creds = self.as_caller(caller)?;
             platform::open_at(dir_fd.as_fd(), &cname, flags | libc::O_CREAT, mode)?
         };
-        let st = platform::stat_fd(std::os::fd::AsFd::as_fd(&fd))?;
+        let st = platform::stat_fd(fd.as_fd())?;
         let inode = match self.inodes.ref_existing(&st) {
             Some(i) => i,
             None => {
-                let path_fd = platform::reopen(std::os::fd::AsFd::as_fd(&fd), libc::O_PATH)?;
+                let path_fd = platform::reopen(fd.as_fd(), libc::O_PATH)?;
                 self.inodes.insert(path_fd, &st)
             }
         };
