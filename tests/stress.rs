@@ -195,10 +195,13 @@ fn concurrent_writers_to_one_file_never_tear(opts: &[&str]) {
                         .unwrap();
                     let mut back = vec![0u8; STRIPE as usize];
                     f.read_exact_at(&mut back, t as u64 * STRIPE).unwrap();
-                    assert!(
-                        back.iter().all(|&b| b == last),
-                        "thread {t} round {round}: torn stripe"
-                    );
+                    if let Some(i) = back.iter().position(|&b| b != last) {
+                        let bad = back.iter().filter(|&&b| b != last).count();
+                        panic!(
+                            "thread {t} round {round}: torn stripe: byte {i} is {:#x}, not {last:#x} ({bad} bytes wrong)",
+                            back[i]
+                        );
+                    }
                 }
                 last
             })
