@@ -11,7 +11,8 @@
 //!   -> frontend   thin adapter (fuser::Filesystem); kernel IO modes
 //!   -> fs         inode store (O_PATH fd per backing inode), handle store,
 //!                 operations; OS-neutral, io::Result with the raw errno
-//!   -> engine     what each open file's writes and syncs become
+//!   -> engine     what each open file's writes and syncs become, by the
+//!                 `policy` (a pure library: TOML in, FilePolicy per path out)
 //!   -> platform   per-OS system calls; the only module with `unsafe`
 //!   -> backing store
 //! ```
@@ -31,3 +32,4 @@ pub mod frontend;
 pub mod fs;
 pub mod options;
 pub mod platform;
+pub mod policy;
