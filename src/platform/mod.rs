@@ -12,3 +12,6 @@
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
+
+#[allow(unsafe_code)]
+pub mod alloc;
