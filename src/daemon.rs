@@ -14,16 +14,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 use tracing::{error, info, warn};
 
+use crate::control;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::frontend::{FrontendConfig, FuseFrontend, KernelInfo};
 use crate::fs::{FsOptions, PassthroughFs};
 use crate::options::MountOptions;
 use crate::platform;
+use crate::policy::{FilePolicy, Policy};
 
 /// The filesystem type shown in /proc/mounts (as `fuse.durafs`).
 pub const SUBTYPE: &str = "durafs";
@@ -37,6 +40,8 @@ pub struct MountEntry {
     pub fstype: String,
     /// the mount source, e.g. the backing directory
     pub source: String,
+    /// the uid that mounted it (FUSE's `user_id=` option), if shown
+    pub owner: Option<u32>,
 }
 
 /// Undoes the octal escapes (`\040` for a space) of /proc mount tables.
@@ -69,7 +74,12 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let mut post = post.split(' ');
             let fstype = post.next()?.to_string();
             let source = String::from_utf8_lossy(&unescape(post.next()?)).into_owned();
+            let owner = post.next().and_then(|o| {
+                o.split(',')
+                    .find_map(|kv| kv.strip_prefix("user_id=")?.parse().ok())
+            });
             Some(MountEntry {
+                owner,
                 mountpoint: PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(mountpoint))),
                 fstype,
                 source,
@@ -295,10 +305,134 @@ fn fusermount_options(backing: &Path, opts: &MountOptions) -> Vec<MountOption> {
     v
 }
 
+/// The policy a mount starts with.
+pub struct LoadedPolicy {
+    /// the validated policy
+    pub policy: Policy,
+    /// the file it came from (None: the built-in default), re-read on reload
+    pub path: Option<PathBuf>,
+}
+
+impl LoadedPolicy {
+    /// Loads `--policy FILE` (canonicalized, so a reload finds it from any
+    /// working directory), or the built-in default. Warnings go to stderr.
+    pub fn load(path: Option<&Path>) -> Result<LoadedPolicy> {
+        let Some(path) = path else {
+            return Ok(LoadedPolicy {
+                policy: Policy::builtin(),
+                path: None,
+            });
+        };
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| absolute(path));
+        let (policy, warnings) = Policy::load(&path).map_err(Error::Policy)?;
+        for w in warnings {
+            eprintln!("{w}");
+        }
+        Ok(LoadedPolicy {
+            policy,
+            path: Some(path),
+        })
+    }
+}
+
+/// What the control socket reports on, and acts on.
+struct MountState {
+    fs: Arc<PassthroughFs>,
+    kernel: Arc<KernelInfo>,
+    backing: PathBuf,
+    mountpoint: PathBuf,
+    started: SystemTime,
+    threads: usize,
+    socket: PathBuf,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn access(flags: i32) -> &'static str {
+    match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => "r",
+        libc::O_WRONLY => "w",
+        _ => "rw",
+    }
+}
+
+impl MountState {
+    fn status(&self) -> serde_json::Value {
+        let active = self.fs.engine().policy();
+        let policy = active.get();
+        let (loaded, reloads, last_error) = active.reload_state();
+        let open: Vec<serde_json::Value> = self
+            .fs
+            .open_files()
+            .into_iter()
+            .map(|(path, flags, fp): (Vec<u8>, i32, FilePolicy)| {
+                serde_json::json!({
+                    "path": String::from_utf8_lossy(&path),
+                    "access": access(flags),
+                    "policy": fp.to_json(),
+                })
+            })
+            .collect();
+        let proto = *self.kernel.proto.lock().expect("kernel info poisoned");
+        serde_json::json!({
+            "ok": true,
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "mountpoint": self.mountpoint.display().to_string(),
+            "backing": self.backing.display().to_string(),
+            "control_socket": self.socket.display().to_string(),
+            "started": unix_secs(self.started),
+            "uptime_secs": self.started.elapsed().map_or(0, |d| d.as_secs()),
+            "threads": self.threads,
+            "fuse_protocol": proto.map(|(a, b)| format!("{a}.{b}")),
+            "kernel_passthrough": self.kernel.passthrough.load(std::sync::atomic::Ordering::Relaxed),
+            "inodes": self.fs.inode_count(),
+            "policy": {
+                "file": active.path().map(|p| p.display().to_string()),
+                "origin": policy.origin(),
+                "loaded": unix_secs(loaded),
+                "reloads": reloads,
+                "last_reload_error": last_error,
+                "toml": policy.to_toml(),
+            },
+            "open_files": open,
+        })
+    }
+}
+
+impl control::Handler for MountState {
+    fn handle(&self, command: &str) -> serde_json::Value {
+        match command {
+            "status" => self.status(),
+            "reload" => match self.fs.engine().policy().reload() {
+                Ok(r) => serde_json::json!({
+                    "ok": true,
+                    "rules": r.rules,
+                    "warnings": r.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                }),
+                Err(e) => serde_json::json!({ "ok": false, "error": e }),
+            },
+            other => serde_json::json!({
+                "ok": false,
+                "error": format!("unknown command `{other}` (this daemon knows: status, reload)"),
+            }),
+        }
+    }
+}
+
 /// Mounts BACKING at MOUNTPOINT and serves requests until the filesystem is
 /// unmounted or SIGINT/SIGTERM arrives (which unmounts it after in-flight
 /// requests finish).
-pub fn serve(backing: &Path, mountpoint: &Path, opts: &MountOptions, ready: &Ready) -> Result<()> {
+pub fn serve(
+    backing: &Path,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    policy: LoadedPolicy,
+    ready: &Ready,
+) -> Result<()> {
     let (backing, mountpoint) = preflight(backing, mountpoint, opts)?;
     // Every signal the daemon handles is taken by one thread; workers never see them.
     platform::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
@@ -317,7 +451,7 @@ pub fn serve(backing: &Path, mountpoint: &Path, opts: &MountOptions, ready: &Rea
             default_permissions: opts.default_permissions,
             max_inode_fds: opts.max_inode_fds,
         },
-        Engine::passthrough(),
+        Engine::new(policy.policy, policy.path),
     )
     .map_err(|e| {
         Error::io(
@@ -362,18 +496,38 @@ pub fn serve(backing: &Path, mountpoint: &Path, opts: &MountOptions, ready: &Rea
         Session::new(frontend, &mountpoint, &config)
             .map_err(|e| Error::io("mounting with fusermount3", e))?
     };
+    let state = Arc::new(MountState {
+        fs: fs.clone(),
+        kernel: kernel.clone(),
+        backing: backing.clone(),
+        mountpoint: mountpoint.clone(),
+        started: SystemTime::now(),
+        threads: opts.threads,
+        socket: control::socket_path(&mountpoint, platform::geteuid()),
+    });
+    let control = match control::Server::start(&mountpoint, state.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(
+                "no control socket ({e}): `durafs status` and `durafs reload` will not reach this mount; SIGHUP still reloads"
+            );
+            None
+        }
+    };
     info!(
-        "mounted {} at {} ({} threads)",
+        "mounted {} at {} ({} threads, policy {})",
         backing.display(),
         mountpoint.display(),
-        opts.threads
+        opts.threads,
+        fs.engine().policy().get().origin()
     );
     ready.ok();
 
     let mp = mountpoint.clone();
+    let sig_fs = fs.clone();
     std::thread::Builder::new()
         .name("durafs-signals".into())
-        .spawn(move || signal_loop(&mp))
+        .spawn(move || signal_loop(&mp, &sig_fs))
         .map_err(|e| Error::io("starting the signal thread", e))?;
 
     let bg = session
@@ -386,6 +540,7 @@ pub fn serve(backing: &Path, mountpoint: &Path, opts: &MountOptions, ready: &Rea
     {
         let _ = unmount_path(&mountpoint, true);
     }
+    drop(control);
     info!(
         "unmounted {} ({} inodes still held)",
         mountpoint.display(),
@@ -394,10 +549,13 @@ pub fn serve(backing: &Path, mountpoint: &Path, opts: &MountOptions, ready: &Rea
     res.map_err(|e| Error::io("serving FUSE requests", e))
 }
 
-fn signal_loop(mountpoint: &Path) {
+fn signal_loop(mountpoint: &Path, fs: &PassthroughFs) {
     loop {
         match platform::wait_signal(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) {
-            Ok(libc::SIGHUP) => info!("SIGHUP: nothing to reload (no policy file)"),
+            Ok(libc::SIGHUP) => {
+                // The outcome is logged by the reload itself.
+                let _ = fs.engine().policy().reload();
+            }
             Ok(sig) => {
                 info!("signal {sig}: unmounting {}", mountpoint.display());
                 // A busy mount is detached: open files keep working until
@@ -447,16 +605,23 @@ fn unmount_path(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
 /// `durafs umount`: unmounts a durafs mount (also one whose daemon died).
 pub fn umount(mountpoint: &Path, lazy: bool) -> Result<()> {
     let mp = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| absolute(mountpoint));
-    let is_durafs = mounts()?
-        .iter()
-        .any(|m| m.mountpoint == mp && m.fstype == format!("fuse.{SUBTYPE}"));
-    if !is_durafs {
+    let Some(entry) = mounts()?
+        .into_iter()
+        .find(|m| m.mountpoint == mp && m.fstype == format!("fuse.{SUBTYPE}"))
+    else {
         return Err(Error::NotMounted(mp));
-    }
+    };
     unmount_path(&mp, lazy).map_err(|e| match e.raw_os_error() {
         Some(libc::EBUSY) => Error::Busy(mp.clone()),
         _ => Error::io(format!("unmounting {}", mp.display()), e),
-    })
+    })?;
+    // A daemon that died left its control socket; a live one removes its
+    // own as it exits.
+    let sock = control::socket_path(&mp, entry.owner.unwrap_or_else(platform::geteuid));
+    if std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        let _ = std::fs::remove_file(sock);
+    }
+    Ok(())
 }
 
 /// Starts the daemon in the background and returns once it has mounted (or

@@ -63,6 +63,12 @@ pub enum Error {
         "{0} is busy: a process still has a file open or its working directory inside it; find it with `fuser -vm {0}` and close it, or unmount lazily with `durafs umount --lazy {0}`"
     )]
     Busy(PathBuf),
+    /// A policy file was refused (its diagnostics follow).
+    #[error("{0}")]
+    Policy(crate::policy::PolicyError),
+    /// A reload was refused; the old policy stays in force.
+    #[error("{0}: reload refused, the old policy stays in force:\n{1}")]
+    Reload(PathBuf, String),
     /// The daemon failed to start; its own message follows.
     #[error("the durafs daemon failed to start: {0}")]
     Daemon(String),

@@ -25,6 +25,8 @@
 //!   groups, so ownership and permissions are the backing store's own.
 //! - The frontend makes no durability decision; the engine sees no FUSE type.
 
+pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod error;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use durafs::daemon::LoadedPolicy;
 use durafs::options::{MountOptions, OPTION_HELP};
 
 #[derive(Parser)]
@@ -40,6 +41,10 @@ enum Cmd {
         /// Mount options, e.g. -o allow_other,default_permissions,threads=4.
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
+        /// The durability policy (TOML; see policies/). Without it, the
+        /// built-in default: data durable at close, metadata when changed.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
         /// Internal: report readiness on stdout, then detach (used by the
         /// background start).
         #[arg(long, hide = true)]
@@ -47,6 +52,38 @@ enum Cmd {
         /// The directory whose tree the mount shows.
         backing: PathBuf,
         /// Where to mount it (an empty directory, or BACKING itself).
+        mountpoint: PathBuf,
+    },
+    /// Validate a policy file and print its resolved rule table.
+    Check {
+        /// The policy file.
+        policy: PathBuf,
+    },
+    /// Say which rule each path gets and what it will do, in plain words.
+    Explain {
+        /// The policy file (default: the built-in policy).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Paths relative to the mount root, e.g. data/app.db.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Show durafs mounts: backing dir, policy, open files and their rules.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// One mount point (default: every durafs mount).
+        mountpoint: Option<PathBuf>,
+    },
+    /// Re-read a mount's policy file (as SIGHUP does). A valid policy
+    /// applies to files opened from then on; an invalid one is refused and
+    /// the old one stays in force.
+    Reload {
+        /// The mount point.
         mountpoint: PathBuf,
     },
     /// Unmount a durafs mount (also one whose daemon has died).
@@ -77,34 +114,54 @@ fn main() -> ExitCode {
             foreground,
             options,
             ready_stdout,
+            policy,
             backing,
             mountpoint,
-        } => match MountOptions::parse(&options) {
+        } => match MountOptions::parse(&options)
+            .and_then(|o| Ok((o, LoadedPolicy::load(policy.as_deref())?)))
+        {
             Err(e) => Err(e),
-            Ok(opts) if foreground => {
+            Ok((opts, policy)) if foreground => {
                 let ready = if ready_stdout {
                     durafs::daemon::Ready::Stdout
                 } else {
                     durafs::daemon::Ready::Quiet
                 };
-                let r = durafs::daemon::serve(&backing, &mountpoint, &opts, &ready);
+                let r = durafs::daemon::serve(&backing, &mountpoint, &opts, policy, &ready);
                 if let Err(e) = &r {
                     ready.fail(e);
                 }
                 r
             }
-            Ok(opts) => durafs::daemon::preflight(&backing, &mountpoint, &opts).and_then(|_| {
-                let mut args: Vec<OsString> = Vec::new();
-                for o in &options {
-                    args.push("-o".into());
-                    args.push(o.into());
-                }
-                args.push(backing.into_os_string());
-                args.push(mountpoint.into_os_string());
-                durafs::daemon::spawn_background(&args)
-            }),
+            Ok((opts, policy)) => {
+                durafs::daemon::preflight(&backing, &mountpoint, &opts).and_then(|_| {
+                    let mut args: Vec<OsString> = Vec::new();
+                    for o in &options {
+                        args.push("-o".into());
+                        args.push(o.into());
+                    }
+                    if let Some(p) = policy.path {
+                        args.push("--policy".into());
+                        args.push(p.into_os_string());
+                    }
+                    args.push(backing.into_os_string());
+                    args.push(mountpoint.into_os_string());
+                    durafs::daemon::spawn_background(&args)
+                })
+            }
         },
         Cmd::Umount { lazy, mountpoint } => durafs::daemon::umount(&mountpoint, lazy),
+        Cmd::Check { policy } => durafs::cli::check(&policy).map(|s| print!("{s}")),
+        Cmd::Explain {
+            policy,
+            json,
+            paths,
+        } => LoadedPolicy::load(policy.as_deref())
+            .map(|p| print!("{}", durafs::cli::explain(&p.policy, &paths, json))),
+        Cmd::Status { json, mountpoint } => {
+            durafs::cli::status(mountpoint.as_deref(), json).map(|s| print!("{s}"))
+        }
+        Cmd::Reload { mountpoint } => durafs::cli::reload(&mountpoint).map(|s| print!("{s}")),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,34 +3,73 @@
 //!
 //! The filesystem layer hands every write, flush (close), fsync and
 //! directory change of an open file to the engine, which applies the open
-//! file's durability strategy. This version is a plain passthrough: writes go
-//! to the backing file as they come, the app's fsync/fdatasync is performed
-//! as asked, and close and directory changes add nothing. The seams are the
-//! ones later strategies (direct, atomic, append, sync triggers) fill in,
-//! without the fs layer changing shape. No FUSE type is seen here.
+//! file's durability strategy. Each open resolves its [`FilePolicy`] from
+//! the mount's active policy when it is opened and keeps it until it is
+//! closed (a reload or a rename does not change it).
+//!
+//! This version still performs every operation as a plain passthrough:
+//! writes go to the backing file as they come, the app's fsync/fdatasync is
+//! performed as asked, and close and directory changes add nothing. The
+//! seams are the ones the strategies (direct, atomic, append, sync
+//! triggers) fill in, without the fs layer changing shape. No FUSE type is
+//! seen here.
+
+mod active;
 
 use std::io;
 use std::os::fd::BorrowedFd;
 
+pub use active::{ActivePolicy, Reloaded};
+
 use crate::platform;
+use crate::policy::{FilePolicy, Policy};
 
 /// The durability engine shared by all open files of a mount.
-#[derive(Debug, Default)]
-pub struct Engine {}
+#[derive(Debug)]
+pub struct Engine {
+    policy: ActivePolicy,
+}
 
 /// The engine's state for one open file.
-#[derive(Debug, Default)]
-pub struct Writer {}
+#[derive(Debug)]
+pub struct Writer {
+    /// what the policy decided for this open, when it was opened
+    pub policy: FilePolicy,
+}
 
 impl Engine {
-    /// A plain passthrough engine.
-    pub fn passthrough() -> Self {
-        Engine {}
+    /// An engine applying `policy` (read from `path`, if from a file: that
+    /// is what a reload re-reads).
+    pub fn new(policy: Policy, path: Option<std::path::PathBuf>) -> Self {
+        Engine {
+            policy: ActivePolicy::new(policy, path),
+        }
     }
 
-    /// The per-open state for a file opened with `flags`.
-    pub fn open_writer(&self, _flags: i32) -> Writer {
-        Writer {}
+    /// The policy in force, and its reloads.
+    pub fn policy(&self) -> &ActivePolicy {
+        &self.policy
+    }
+
+    /// Whether opens need their path to be resolved (the policy has rules).
+    pub fn needs_path(&self) -> bool {
+        !self.policy.get().is_uniform()
+    }
+
+    /// The per-open state for a file opened with `flags`; `path` gives its
+    /// path relative to the mount root, asked for only when the policy has
+    /// rules to match.
+    pub fn open_writer(&self, _flags: i32, path: impl FnOnce() -> Vec<u8>) -> Writer {
+        let policy = self.policy.get();
+        let fp = if policy.is_uniform() {
+            policy.defaults().clone()
+        } else {
+            let path = path();
+            let fp = policy.resolve(&path);
+            tracing::debug!("open {}: rule {}", String::from_utf8_lossy(&path), fp.rule);
+            fp
+        };
+        Writer { policy: fp }
     }
 
     /// Whether the daemon must see every read and write of this open (so the

@@ -45,7 +45,7 @@ impl PassthroughFs {
         fd: std::os::fd::OwnedFd,
         flags: i32,
     ) -> Opened {
-        let writer = self.engine.open_writer(flags);
+        let writer = self.engine.open_writer(flags, || self.rel_path(fd.as_fd()));
         let intercept = self.engine.intercepts_io(&writer);
         let flush = self.engine.needs_flush(&writer);
         let (fh, handle) = self.handles.insert_file(FileHandle {

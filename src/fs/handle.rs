@@ -114,6 +114,19 @@ impl HandleStore {
         self.map.write().expect("handle store poisoned").remove(&fh);
     }
 
+    /// Every open file (for status).
+    pub fn files(&self) -> Vec<Arc<FileHandle>> {
+        self.map
+            .read()
+            .expect("handle store poisoned")
+            .values()
+            .filter_map(|h| match h {
+                Handle::File(f) => Some(f.clone()),
+                Handle::Dir(_) => None,
+            })
+            .collect()
+    }
+
     /// How many handles are open.
     pub fn len(&self) -> usize {
         self.map.read().expect("handle store poisoned").len()

@@ -72,6 +72,9 @@ pub struct PassthroughFs {
     pub(crate) handles: HandleStore,
     pub(crate) engine: Engine,
     backing: PathBuf,
+    /// the backing root as the kernel names it (/proc/self/fd), the prefix
+    /// stripped from backing paths to get mount-relative ones
+    root_path: Vec<u8>,
     opts: FsOptions,
     daemon_uid: u32,
     daemon_gid: u32,
@@ -83,6 +86,7 @@ impl PassthroughFs {
     pub fn new(backing: &Path, opts: FsOptions, engine: Engine) -> io::Result<Self> {
         let root = platform::open_dir_path(backing)?;
         let st = platform::stat_fd(root.as_fd())?;
+        let root_path = platform::fd_path(root.as_fd())?;
         Ok(PassthroughFs {
             inodes: InodeStore::new(
                 root,
@@ -93,6 +97,7 @@ impl PassthroughFs {
             handles: HandleStore::default(),
             engine,
             backing: backing.to_path_buf(),
+            root_path,
             opts,
             daemon_uid: platform::geteuid(),
             daemon_gid: platform::getegid(),
@@ -107,6 +112,34 @@ impl PassthroughFs {
     /// The durability engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The path of the file behind `fd` relative to the mount root, as the
+    /// policy matches it (empty if it cannot be told, e.g. for a file
+    /// that is no longer in the tree).
+    pub fn rel_path(&self, fd: std::os::fd::BorrowedFd<'_>) -> Vec<u8> {
+        match platform::fd_path(fd) {
+            Ok(p) => match p.strip_prefix(self.root_path.as_slice()) {
+                Some([]) => Vec::new(),
+                Some([b'/', rest @ ..]) => rest.to_vec(),
+                Some(rest) if self.root_path == b"/" => rest.to_vec(),
+                _ => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Every open file: its path relative to the mount root now, its open
+    /// flags and the policy it was opened with.
+    pub fn open_files(&self) -> Vec<(Vec<u8>, i32, crate::policy::FilePolicy)> {
+        let mut v: Vec<_> = self
+            .handles
+            .files()
+            .iter()
+            .map(|h| (self.rel_path(h.fd()), h.flags, h.writer.policy.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// How many inodes the kernel holds references to (the root included).

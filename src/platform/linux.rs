@@ -288,6 +288,14 @@ pub fn truncate_fd(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     cvt(unsafe { libc::truncate(path.as_ptr(), len as libc::off_t) }).map(drop)
 }
 
+/// The path of the file an fd refers to, as the kernel names it
+/// (`/proc/self/fd/N`); ` (deleted)` is appended for an unlinked file.
+pub fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.into_os_string().into_vec())
+}
+
 /// Reads the target of the symlink behind an `O_PATH` fd.
 pub fn readlink_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
@@ -676,6 +684,29 @@ pub fn reset_thread_creds(uid: u32, gid: u32) {
         libc::syscall(libc::SYS_setfsgid, gid);
         libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
     }
+}
+
+/// The uid of the process at the other end of a Unix socket (SO_PEERCRED),
+/// as it was when it connected.
+pub fn peer_uid(sock: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` holds the
+    // size of `cred`.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred.uid)
 }
 
 /// The process's effective uid.

@@ -76,9 +76,9 @@ pub(super) fn to_toml(p: &Policy) -> String {
 
 fn method_words(m: SyncMethod) -> &'static str {
     match m {
-        SyncMethod::Data => "fdatasync (data and the metadata needed to read it)",
-        SyncMethod::Full => "full fsync (data and all metadata; F_FULLFSYNC on macOS)",
-        SyncMethod::Barrier => "a barrier sync (fdatasync on Linux, F_BARRIERFSYNC on macOS)",
+        SyncMethod::Data => "fdatasync: the data and the metadata needed to read it back",
+        SyncMethod::Full => "full fsync: data and all metadata (F_FULLFSYNC on macOS)",
+        SyncMethod::Barrier => "barrier: fdatasync on Linux, F_BARRIERFSYNC on macOS",
     }
 }
 
@@ -96,12 +96,11 @@ pub(super) fn describe(f: &FilePolicy) -> Vec<String> {
     let m = method_words(f.method);
     v.push(match f.sync {
         SyncTrigger::Never => "fsync and fdatasync are acknowledged and dropped: nothing written is durable until the kernel writes it back on its own (scratch data only)".to_string(),
-        SyncTrigger::OnFsync => format!("durable when the app asks: its fsync/fdatasync is performed as {m}; nothing is added"),
-        SyncTrigger::OnClose => format!("its data is durable when close(2) returns ({m}), and whenever the app syncs"),
-        SyncTrigger::Always => format!("every write is durable before it returns ({m})"),
+        SyncTrigger::OnFsync => format!("durable when the app asks and only then; each of its fsync/fdatasync calls is a {m}"),
+        SyncTrigger::OnClose => format!("its data is durable when close(2) returns, and whenever the app syncs; each sync is a {m}"),
+        SyncTrigger::Always => format!("every write is durable before it returns; each sync is a {m}"),
         SyncTrigger::Interval(d) => format!(
-            "at most {} of acknowledged writes can be lost ({m} every {}); the app's own fsync is honoured",
-            duration(d),
+            "at most the last {} of acknowledged writes can be lost, and the app's own syncs are honoured; each sync is a {m}",
             duration(d)
         ),
     });

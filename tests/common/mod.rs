@@ -44,6 +44,15 @@ impl Mount {
 
     /// A mount with `-o` options.
     pub fn with_options(opts: &[&str]) -> Self {
+        let args: Vec<String> = opts
+            .iter()
+            .flat_map(|o| ["-o".into(), o.to_string()])
+            .collect();
+        Self::with_args(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// A mount with extra `durafs mount` arguments (`--policy FILE`, `-o X`).
+    pub fn with_args(args: &[&str]) -> Self {
         assert!(
             Path::new("/dev/fuse").exists(),
             "/dev/fuse is missing: these tests mount a real FUSE filesystem (run as root with the fuse module loaded)"
@@ -56,17 +65,15 @@ impl Mount {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&backing).unwrap();
         std::fs::create_dir(&mnt).unwrap();
-        let mut m = Self::start(dir, backing, mnt, opts);
+        let mut m = Self::start(dir, backing, mnt, args);
         m.wait_ready();
         m
     }
 
-    fn start(dir: tempfile::TempDir, backing: PathBuf, mnt: PathBuf, opts: &[&str]) -> Self {
+    fn start(dir: tempfile::TempDir, backing: PathBuf, mnt: PathBuf, args: &[&str]) -> Self {
         let mut cmd = Command::new(durafs_bin());
         cmd.args(["mount", "--foreground", "--ready-stdout"]);
-        for o in opts {
-            cmd.args(["-o", o]);
-        }
+        cmd.args(args);
         cmd.arg(&backing).arg(&mnt);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
