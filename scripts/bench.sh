@@ -29,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" mount "$work/durafs-backing" "$work/durafs" 2>/dev/null
+"$bin" mount --policy policies/passthrough.toml "$work/durafs-backing" "$work/durafs" 2>/dev/null
 bindfs --multithreaded "$work/bindfs-backing" "$work/bindfs"
 targets=(native durafs bindfs)
 
@@ -95,7 +95,7 @@ for i in range($rssfiles // 1000):
     for j in range(1000):
         open(d + '/f%04d' % j, 'w').close()
 "
-"$bin" mount --foreground "$work/rss-backing" "$work/rss-mnt" 2>/dev/null &
+"$bin" mount --foreground --policy policies/passthrough.toml "$work/rss-backing" "$work/rss-mnt" 2>/dev/null &
 pid=$!
 for _ in $(seq 100); do mountpoint -q "$work/rss-mnt" && break; sleep 0.1; done
 found=$(find "$work/rss-mnt" -type f -size -1000k 2>/dev/null | wc -l)

@@ -18,4 +18,10 @@ echo "hello from $(date -u +%FT%TZ)" > "$demo/mnt/hello.txt"
 mkdir -p "$demo/mnt/dir" && mv "$demo/mnt/hello.txt" "$demo/mnt/dir/hello.txt"
 echo "through the mount:   $(cat "$demo/mnt/dir/hello.txt")"
 echo "on the backing dir:  $(cat "$demo/backing/dir/hello.txt")"
+echo
+echo "durafs status $demo/mnt"
+"$bin" status "$demo/mnt"
+echo
+echo "durafs explain --policy policies/database.toml data/app.db notes.txt"
+"$bin" explain --policy policies/database.toml data/app.db notes.txt
 echo "unmount with: $bin umount $demo/mnt"
