@@ -578,14 +578,95 @@ pub fn write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 
 /// `fsync(2)`.
 pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    super::counters::FSYNC.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: plain syscall on a live fd.
     cvt(unsafe { libc::fsync(fd.as_raw_fd()) }).map(drop)
 }
 
 /// `fdatasync(2)`.
 pub fn fdatasync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    super::counters::FDATASYNC.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // SAFETY: plain syscall on a live fd.
     cvt(unsafe { libc::fdatasync(fd.as_raw_fd()) }).map(drop)
+}
+
+/// Sets and clears file status flags of an open fd (`fcntl(F_SETFL)`:
+/// O_DIRECT, O_APPEND, ...). EINVAL for O_DIRECT on a filesystem that
+/// cannot do direct IO (tmpfs).
+pub fn set_status_flags(fd: BorrowedFd<'_>, set: i32, clear: i32) -> io::Result<()> {
+    // SAFETY: plain fcntl on a live fd.
+    let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: plain fcntl on a live fd.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, (fl | set) & !clear) }).map(drop)
+}
+
+/// The alignment direct IO needs on this file (`statx` STATX_DIOALIGN,
+/// Linux 6.1+): (memory alignment, offset and length alignment). None when
+/// the kernel or the filesystem does not say, or the file cannot do direct
+/// IO.
+pub fn dio_align(fd: BorrowedFd<'_>) -> Option<(u32, u32)> {
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, empty NUL-terminated path with AT_EMPTY_PATH, and
+    // `stx` valid for writes.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    if r != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 || stx.stx_dio_offset_align == 0 {
+        return None;
+    }
+    Some((stx.stx_dio_mem_align, stx.stx_dio_offset_align))
+}
+
+/// The logical block size of the block device holding `dev` (from sysfs),
+/// if it is a block device durafs can find.
+pub fn logical_block_size(dev: u64) -> Option<u32> {
+    let (maj, min) = dev_major_minor(dev);
+    let base = format!("/sys/dev/block/{maj}:{min}");
+    // A partition's queue is its disk's.
+    for q in [
+        format!("{base}/queue/logical_block_size"),
+        format!("{base}/../queue/logical_block_size"),
+    ] {
+        if let Ok(s) = std::fs::read_to_string(q) {
+            if let Ok(n) = s.trim().parse() {
+                return Some(n);
+            }
+        }
+    }
+    None
+}
+
+/// `posix_fadvise(2)`: `advice` is a POSIX_FADV_* value.
+pub fn fadvise(fd: BorrowedFd<'_>, offset: u64, len: u64, advice: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on a live fd.
+    let r = unsafe {
+        libc::posix_fadvise(
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            advice,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// `fcntl(F_SET_RW_HINT)`: the write-lifetime hint of the inode (0 not set,
+/// 1 none, 2 short, 3 medium, 4 long, 5 extreme).
+pub fn set_rw_hint(fd: BorrowedFd<'_>, hint: u64) -> io::Result<()> {
+    const F_SET_RW_HINT: libc::c_int = 1024 + 12;
+    // SAFETY: the hint is read through a valid pointer for the call.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), F_SET_RW_HINT, &raw const hint) }).map(drop)
 }
 
 /// One directory entry as `getdents64(2)` returns it.

@@ -15,3 +15,17 @@ pub use linux::*;
 
 #[allow(unsafe_code)]
 pub mod alloc;
+
+#[allow(unsafe_code)]
+mod aligned;
+mod counters;
+#[cfg(target_os = "linux")]
+mod durable;
+
+pub use aligned::{AlignedBuf, round_down, round_up};
+pub use counters::{SyncCounts, sync_counts};
+#[cfg(target_os = "linux")]
+pub use durable::{
+    Access, DurableFile, RenameMode, advise, copy, direct_io_available, preallocate, rename,
+    sector_size, set_write_hint, sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
+};
