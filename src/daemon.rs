@@ -514,6 +514,7 @@ pub fn serve(
             None
         }
     };
+    info!("durable IO: {}", platform::io_uring_status());
     info!(
         "mounted {} at {} ({} threads, policy {})",
         backing.display(),

@@ -21,6 +21,9 @@ mod aligned;
 mod counters;
 #[cfg(target_os = "linux")]
 mod durable;
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod uring;
 
 pub use aligned::{AlignedBuf, round_down, round_up};
 pub use counters::{SyncCounts, sync_counts};
@@ -29,3 +32,5 @@ pub use durable::{
     Access, DurableFile, RenameMode, advise, copy, direct_io_available, preallocate, rename,
     sector_size, set_write_hint, sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
 };
+#[cfg(target_os = "linux")]
+pub use uring::{IoPath, io_uring_status, set_io_uring_enabled, write_and_sync};
