@@ -315,8 +315,9 @@ pub struct LoadedPolicy {
 
 impl LoadedPolicy {
     /// Loads `--policy FILE` (canonicalized, so a reload finds it from any
-    /// working directory), or the built-in default. Warnings go to stderr.
-    pub fn load(path: Option<&Path>) -> Result<LoadedPolicy> {
+    /// working directory), or the built-in default. Warnings go to stderr
+    /// if `warn`.
+    pub fn load(path: Option<&Path>, warn: bool) -> Result<LoadedPolicy> {
         let Some(path) = path else {
             return Ok(LoadedPolicy {
                 policy: Policy::builtin(),
@@ -325,8 +326,10 @@ impl LoadedPolicy {
         };
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| absolute(path));
         let (policy, warnings) = Policy::load(&path).map_err(Error::Policy)?;
-        for w in warnings {
-            eprintln!("{w}");
+        if warn {
+            for w in warnings {
+                eprintln!("{w}");
+            }
         }
         Ok(LoadedPolicy {
             policy,

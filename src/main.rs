@@ -118,7 +118,7 @@ fn main() -> ExitCode {
             backing,
             mountpoint,
         } => match MountOptions::parse(&options)
-            .and_then(|o| Ok((o, LoadedPolicy::load(policy.as_deref())?)))
+            .and_then(|o| Ok((o, LoadedPolicy::load(policy.as_deref(), !ready_stdout)?)))
         {
             Err(e) => Err(e),
             Ok((opts, policy)) if foreground => {
@@ -156,7 +156,7 @@ fn main() -> ExitCode {
             policy,
             json,
             paths,
-        } => LoadedPolicy::load(policy.as_deref())
+        } => LoadedPolicy::load(policy.as_deref(), true)
             .map(|p| print!("{}", durafs::cli::explain(&p.policy, &paths, json))),
         Cmd::Status { json, mountpoint } => {
             durafs::cli::status(mountpoint.as_deref(), json).map(|s| print!("{s}"))

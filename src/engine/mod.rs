@@ -51,11 +51,6 @@ impl Engine {
         &self.policy
     }
 
-    /// Whether opens need their path to be resolved (the policy has rules).
-    pub fn needs_path(&self) -> bool {
-        !self.policy.get().is_uniform()
-    }
-
     /// The per-open state for a file opened with `flags`; `path` gives its
     /// path relative to the mount root, asked for only when the policy has
     /// rules to match.
