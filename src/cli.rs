@@ -184,7 +184,18 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<String> {
     let targets = targets(mountpoint)?;
     let mut answers = Vec::new();
     for (mp, owner) in &targets {
-        answers.push(ask(mp, *owner, "status")?);
+        match ask(mp, *owner, "status") {
+            Ok(v) => answers.push(v),
+            // One mount: its error is the answer.
+            Err(e) if mountpoint.is_some() => return Err(e),
+            // All mounts: one that cannot answer (its daemon died, or it is
+            // being unmounted) is listed as such, the others still shown.
+            Err(e) => answers.push(serde_json::json!({
+                "ok": false,
+                "mountpoint": mp.display().to_string(),
+                "error": e.to_string(),
+            })),
+        }
     }
     if json {
         let v = if mountpoint.is_some() {
@@ -207,6 +218,10 @@ pub fn status(mountpoint: Option<&Path>, json: bool) -> Result<String> {
 fn render_status(v: &serde_json::Value) -> String {
     let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
     let mut out = String::new();
+    if v["ok"] == false {
+        let _ = writeln!(out, "{}: no answer: {}", s("mountpoint"), s("error"));
+        return out;
+    }
     let up = v["uptime_secs"].as_u64().unwrap_or(0);
     let _ = writeln!(
         out,
