@@ -9,7 +9,7 @@ use crate::control;
 use crate::daemon::{SUBTYPE, mounts};
 use crate::error::{Error, Result};
 use crate::platform;
-use crate::policy::{FilePolicy, Policy, SyncTrigger};
+use crate::policy::{FilePolicy, Policy};
 
 /// `durafs check POLICY`: the warnings (on stderr) and the resolved rule
 /// table, or the errors.
@@ -34,13 +34,6 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn sync_cell(f: &FilePolicy) -> String {
-    match f.sync {
-        SyncTrigger::Interval(_) => f.sync.to_string(),
-        s => s.to_string(),
-    }
-}
-
 /// The rules in order, then `[defaults]`, one row each with every setting.
 pub fn rule_table(p: &Policy) -> String {
     let mut rows: Vec<[String; 10]> = vec![
@@ -56,7 +49,7 @@ pub fn rule_table(p: &Policy) -> String {
             f.rule.to_string(),
             m,
             f.write.as_str().into(),
-            sync_cell(f),
+            f.sync.to_string(),
             f.method.as_str().into(),
             if f.dir_sync { "yes" } else { "no" }.into(),
             if f.preallocate == 0 {

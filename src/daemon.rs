@@ -26,7 +26,7 @@ use crate::frontend::{FrontendConfig, FuseFrontend, KernelInfo};
 use crate::fs::{FsOptions, PassthroughFs};
 use crate::options::MountOptions;
 use crate::platform;
-use crate::policy::{FilePolicy, Policy};
+use crate::policy::Policy;
 
 /// The filesystem type shown in /proc/mounts (as `fuse.durafs`).
 pub const SUBTYPE: &str = "durafs";
@@ -371,7 +371,7 @@ impl MountState {
             .fs
             .open_files()
             .into_iter()
-            .map(|(path, flags, fp): (Vec<u8>, i32, FilePolicy)| {
+            .map(|(path, flags, fp)| {
                 serde_json::json!({
                     "path": String::from_utf8_lossy(&path),
                     "access": access(flags),

@@ -173,13 +173,21 @@ impl<'a> Reporter<'a> {
     }
 }
 
+/// The 1-based line of byte offset `at`.
+pub(super) fn line_of(text: &str, at: usize) -> usize {
+    text[..floor_char(text, at.min(text.len()))]
+        .matches('\n')
+        .count()
+        + 1
+}
+
 /// 1-based line and column (in characters) of a byte span's start, with
 /// the source line and the span's width on that line.
 fn locate(text: &str, span: Range<usize>) -> (usize, usize, Option<(String, usize)>) {
     let start = floor_char(text, span.start.min(text.len()));
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let line = text[..start].matches('\n').count() + 1;
+    let line = line_of(text, start);
     let column = text[line_start..start].chars().count() + 1;
     let src = text[line_start..line_end].trim_end_matches('\r');
     let end = floor_char(text, span.end.clamp(start, line_end.max(start)));

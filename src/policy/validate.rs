@@ -7,7 +7,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobBuilder, GlobSetBuilder};
 use toml::Spanned;
 
-use super::diag::{Reporter, backticked, nearest};
+use super::diag::{Reporter, backticked, line_of, nearest};
 use super::raw::{RawPolicy, RawSection};
 use super::{
     Advice, DEFAULTS_NAME, Diagnostic, FilePolicy, Policy, PolicyError, Rule, SyncMethod,
@@ -90,15 +90,11 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<(Policy, Vec<Diagnostic>
             });
         }
     };
-    let policy = check(&mut r, raw, origin);
-    if r.has_errors() {
-        return Err(PolicyError {
+    match check(&mut r, raw, origin) {
+        Some(p) if !r.has_errors() => Ok((p, r.finish())),
+        _ => Err(PolicyError {
             diagnostics: r.finish(),
-        });
-    }
-    match policy {
-        Some(p) => Ok((p, r.finish())),
-        None => unreachable!("a policy without errors is built"),
+        }),
     }
 }
 
@@ -106,24 +102,22 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<(Policy, Vec<Diagnostic>
 fn explain_toml_error(msg: &str) -> (String, Option<String>) {
     let msg = msg.trim_end();
     let words = backticked(msg);
-    if msg.starts_with("unknown field") && !words.is_empty() {
-        let (bad, valid) = (words[0], &words[1..]);
+    // serde: "unknown field `x`, expected one of `a`, `b`" (a key) or
+    // "unknown variant `x`, ..." (a value); keys are shown in backticks,
+    // values in quotes, as they are written in the file.
+    let kind = if msg.starts_with("unknown field") {
+        Some(("key", "valid keys here", '`'))
+    } else if msg.starts_with("unknown variant") {
+        Some(("value", "valid values", '"'))
+    } else {
+        None
+    };
+    if let (Some((noun, valid_words, q)), [bad, valid @ ..]) = (kind, &words[..]) {
         let hint = match nearest(bad, valid) {
-            Some(n) => format!("did you mean `{n}`?"),
-            None => format!("valid keys here: {}", list(valid)),
+            Some(n) => format!("did you mean {q}{n}{q}?"),
+            None => format!("{valid_words}: {}", list(valid)),
         };
-        return (format!("unknown key `{bad}`"), Some(hint));
-    }
-    if msg.starts_with("unknown variant") && !words.is_empty() {
-        let (bad, valid) = (words[0], &words[1..]);
-        let hint = match nearest(bad, valid) {
-            Some(n) => format!("did you mean \"{n}\"?"),
-            None => format!("valid values: {}", list(valid)),
-        };
-        return (format!("unknown value \"{bad}\""), Some(hint));
-    }
-    if msg.starts_with("invalid type") {
-        return (msg.to_string(), None);
+        return (format!("unknown {noun} {q}{bad}{q}"), Some(hint));
     }
     if msg.contains("duplicate key") {
         return (
@@ -277,7 +271,7 @@ fn check(r: &mut Reporter<'_>, raw: RawPolicy, origin: &str) -> Option<Policy> {
                 );
             }
         }
-        let line = r_line(r.text, header.start);
+        let line = line_of(r.text, header.start);
         rules.push(Rule {
             name: Arc::from(name.as_str()),
             globs: globs.iter().map(|(g, _)| g.clone()).collect(),
@@ -321,10 +315,6 @@ fn check(r: &mut Reporter<'_>, raw: RawPolicy, origin: &str) -> Option<Policy> {
         glob_rule,
         glob_index,
     })
-}
-
-fn r_line(text: &str, at: usize) -> usize {
-    text[..at.min(text.len())].matches('\n').count() + 1
 }
 
 /// Checks one glob; returns it normalised (leading `/` removed) if usable.
