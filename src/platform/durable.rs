@@ -164,7 +164,7 @@ impl DurableFile {
     /// end. Callers serialise writes to overlapping sectors of one file.
     pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         if !self.direct {
-            return complete(super::pwrite(self.fd(), data, offset)?, data.len());
+            return pwrite_all(self.fd(), data, offset);
         }
         if data.is_empty() {
             return Ok(());
@@ -185,7 +185,7 @@ impl DurableFile {
             super::pread(self.fd(), &mut buf[at..], last)?;
         }
         buf[(offset - start) as usize..(end - start) as usize].copy_from_slice(data);
-        complete(super::pwrite(self.fd(), &buf, start)?, buf.len())?;
+        pwrite_all(self.fd(), &buf, start)?;
         if stop > size.max(end) {
             super::ftruncate(self.fd(), size.max(end))?;
         }
@@ -199,7 +199,7 @@ impl DurableFile {
         if buf.align() < a || buf.len() % a != 0 || offset % a as u64 != 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        complete(super::pwrite(self.fd(), buf, offset)?, buf.len())
+        pwrite_all(self.fd(), buf, offset)
     }
 
     /// Reads up to `buf.len()` bytes at `offset` (short only at the end of
@@ -249,6 +249,12 @@ impl DurableFile {
     pub fn sync_barrier(&self) -> io::Result<()> {
         sync_barrier(self.fd())
     }
+}
+
+/// pwrite of all of `data` at `offset`; a short write (which the platform
+/// pwrite returns only when the rest failed) is an error.
+pub(super) fn pwrite_all(fd: BorrowedFd<'_>, data: &[u8], offset: u64) -> io::Result<()> {
+    complete(super::pwrite(fd, data, offset)?, data.len())
 }
 
 fn complete(done: usize, want: usize) -> io::Result<()> {
@@ -365,7 +371,7 @@ fn copy_by_hand(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> io::Resu
         if n == 0 {
             break;
         }
-        complete(super::pwrite(dst, &buf[..n], done)?, n)?;
+        pwrite_all(dst, &buf[..n], done)?;
         done += n as u64;
     }
     Ok(done)
@@ -424,6 +430,11 @@ mod tests {
         open_dir(d).unwrap()
     }
 
+    /// A new file `name` in `d`, direct if asked and possible.
+    fn create(d: &Path, name: &CStr, direct: bool) -> DurableFile {
+        DurableFile::open(dir_fd(d).as_fd(), name, Access::CreateNew, 0o644, direct).unwrap()
+    }
+
     /// A ramfs mount, which refuses direct IO (tmpfs accepts it since
     /// Linux 6.6). Needs root, as the whole suite does.
     struct Ramfs(tempfile::TempDir);
@@ -458,14 +469,7 @@ mod tests {
     #[test]
     fn direct_io_takes_effect_on_disk_and_falls_back_on_ramfs() {
         let d = disk_dir();
-        let f = DurableFile::open(
-            dir_fd(d.path()).as_fd(),
-            c"a",
-            Access::CreateNew,
-            0o644,
-            true,
-        )
-        .unwrap();
+        let f = create(d.path(), c"a", true);
         assert!(
             f.is_direct(),
             "O_DIRECT should take effect on {}",
@@ -476,7 +480,7 @@ mod tests {
 
         let r = Ramfs::new();
         let t = r.0.path();
-        let f = DurableFile::open(dir_fd(t).as_fd(), c"a", Access::CreateNew, 0o644, true).unwrap();
+        let f = create(t, c"a", true);
         assert!(!f.is_direct());
         assert_eq!(f.align(), 1);
         assert!(t.join("a").exists(), "the fallback keeps the created file");
@@ -489,10 +493,9 @@ mod tests {
     #[test]
     fn unaligned_direct_writes_round_trip_exactly() {
         let d = disk_dir();
-        let dir = dir_fd(d.path());
         for (i, n) in [1usize, 511, 4097, (1 << 20) + 3].into_iter().enumerate() {
             let name = std::ffi::CString::new(format!("f{i}")).unwrap();
-            let f = DurableFile::open(dir.as_fd(), &name, Access::CreateNew, 0o644, true).unwrap();
+            let f = create(d.path(), &name, true);
             assert!(f.is_direct());
             let data = pattern(n, i as u8);
             f.write_at(&data, 0).unwrap();
@@ -521,14 +524,7 @@ mod tests {
     #[test]
     fn writes_past_the_end_and_appends_keep_the_exact_size() {
         let d = disk_dir();
-        let f = DurableFile::open(
-            dir_fd(d.path()).as_fd(),
-            c"g",
-            Access::CreateNew,
-            0o644,
-            true,
-        )
-        .unwrap();
+        let f = create(d.path(), c"g", true);
         f.write_at(b"abc", 10_000).unwrap();
         let mut want = vec![0u8; 10_003];
         want[10_000..].copy_from_slice(b"abc");
@@ -555,14 +551,7 @@ mod tests {
     #[test]
     fn aligned_writes_demand_alignment() {
         let d = disk_dir();
-        let f = DurableFile::open(
-            dir_fd(d.path()).as_fd(),
-            c"a",
-            Access::CreateNew,
-            0o644,
-            true,
-        )
-        .unwrap();
+        let f = create(d.path(), c"a", true);
         let a = f.align();
         let mut buf = AlignedBuf::zeroed(2 * a, a);
         buf.fill(5);
@@ -580,14 +569,7 @@ mod tests {
     #[test]
     fn preallocate_reserves_blocks_without_changing_the_size() {
         let d = disk_dir();
-        let f = DurableFile::open(
-            dir_fd(d.path()).as_fd(),
-            c"p",
-            Access::CreateNew,
-            0o644,
-            false,
-        )
-        .unwrap();
+        let f = create(d.path(), c"p", false);
         f.write_at(b"hello", 0).unwrap();
         let before = std::fs::metadata(d.path().join("p")).unwrap();
         assert!(preallocate(f.fd(), 0, 8 << 20).unwrap());
@@ -604,14 +586,7 @@ mod tests {
     #[test]
     fn syncs_are_issued() {
         let d = disk_dir();
-        let f = DurableFile::open(
-            dir_fd(d.path()).as_fd(),
-            c"s",
-            Access::CreateNew,
-            0o644,
-            false,
-        )
-        .unwrap();
+        let f = create(d.path(), c"s", false);
         let c0 = super::super::sync_counts();
         f.sync_data().unwrap();
         f.sync_full().unwrap();

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
+use super::durable::pwrite_all;
+
 /// Which path a linked write+sync takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoPath {
@@ -124,16 +126,11 @@ pub fn write_and_sync(
             linked(ring, fd, data, offset, datasync)
         });
     }
-    if path == IoPath::Uring && use_ring {
+    // Only a buffer too long for one io_uring write gets here with Uring.
+    if path == IoPath::Uring {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let n = super::pwrite(fd, data, offset)?;
-    if n != data.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("short write: {n} of {} bytes", data.len()),
-        ));
-    }
+    pwrite_all(fd, data, offset)?;
     sync_syscall(fd, datasync)
 }
 
@@ -185,21 +182,17 @@ fn linked(
     if w < 0 {
         return Err(io::Error::from_raw_os_error(-w));
     }
+    if (w as usize) < data.len() {
+        // A short write breaks the link (the sync is cancelled): finish
+        // with system calls.
+        pwrite_all(fd, &data[w as usize..], offset + w as u64)?;
+        return sync_syscall(fd, datasync);
+    }
     let counter = if datasync {
         &super::counters::FDATASYNC
     } else {
         &super::counters::FSYNC
     };
-    if (w as usize) < data.len() {
-        // A short write breaks the link (the sync is cancelled): finish
-        // with system calls.
-        let rest = &data[w as usize..];
-        let n = super::pwrite(fd, rest, offset + w as u64)?;
-        if n != rest.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
-        }
-        return sync_syscall(fd, datasync);
-    }
     counter.fetch_add(1, Ordering::Relaxed);
     if s < 0 {
         return Err(io::Error::from_raw_os_error(-s));
