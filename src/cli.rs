@@ -313,3 +313,206 @@ pub fn reload(mountpoint: &Path) -> Result<String> {
         ))
     }
 }
+
+fn refused(mp: &Path, v: &serde_json::Value) -> Error {
+    Error::Refused(
+        mp.to_path_buf(),
+        v["error"].as_str().unwrap_or("refused").to_string(),
+    )
+}
+
+/// `durafs crash MOUNTPOINT [--torn SEED] [--keep-mounted]` and
+/// `durafs crash --report MOUNTPOINT`.
+pub fn crash(
+    mountpoint: &Path,
+    torn: Option<u64>,
+    keep: bool,
+    report: bool,
+    json: bool,
+) -> Result<String> {
+    let targets = targets(Some(mountpoint))?;
+    let (mp, owner) = &targets[0];
+    if report {
+        let v = ask(mp, *owner, "crash-report")?;
+        if v["ok"] != true {
+            return Err(refused(mp, &v));
+        }
+        let r = &v["report"];
+        if json {
+            return Ok(format!(
+                "{}\n",
+                serde_json::to_string_pretty(r).unwrap_or_default()
+            ));
+        }
+        let mut out = String::new();
+        let files = r["files"].as_array().map_or(&[][..], |a| a.as_slice());
+        let dirs = r["dir_changes"]
+            .as_array()
+            .map_or(&[][..], |a| a.as_slice());
+        if files.is_empty() && dirs.is_empty() {
+            let _ = writeln!(
+                out,
+                "{}: everything is durable; a power cut now loses nothing",
+                mp.display()
+            );
+            return Ok(out);
+        }
+        let _ = writeln!(out, "a power cut now would lose:");
+        for f in files {
+            let _ = writeln!(
+                out,
+                "  {}: {} unsynced bytes (size {} now, {} durable; {} durable pages overwritten)",
+                f["path"].as_str().unwrap_or("?"),
+                f["unsynced_bytes"],
+                f["size"],
+                f["durable_size"],
+                f["overwritten_pages"]
+            );
+        }
+        for d in dirs {
+            match d["op"].as_str() {
+                Some("rename") => {
+                    let _ = writeln!(
+                        out,
+                        "  rename {} -> {} (directory not fsynced)",
+                        d["from"].as_str().unwrap_or("?"),
+                        d["path"].as_str().unwrap_or("?")
+                    );
+                }
+                op => {
+                    let _ = writeln!(
+                        out,
+                        "  {} {} (directory not fsynced)",
+                        op.unwrap_or("?"),
+                        d["path"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        return Ok(out);
+    }
+    let mut cmd = String::from("crash");
+    if let Some(seed) = torn {
+        let _ = write!(cmd, " torn={seed}");
+    }
+    if keep {
+        cmd.push_str(" keep");
+    }
+    let v = ask(mp, *owner, &cmd)?;
+    if v["ok"] != true {
+        return Err(refused(mp, &v));
+    }
+    if !keep {
+        // The daemon unmounts once it has answered: wait for that.
+        for _ in 0..200 {
+            let still = crate::daemon::mounts()
+                .map(|m| m.iter().any(|e| &e.mountpoint == mp))
+                .unwrap_or(false);
+            if !still {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+    let o = &v["outcome"];
+    if json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        ));
+    }
+    Ok(format!(
+        "{}: simulated power cut: {} file(s) rolled back ({} pages restored, {} kept), {} directory change(s) undone{}{}\n",
+        mp.display(),
+        o["files"],
+        o["pages_restored"],
+        o["pages_kept"],
+        o["dir_changes_undone"],
+        if o["errors"].as_u64().unwrap_or(0) > 0 {
+            format!(", {} error(s) (see the daemon log)", o["errors"])
+        } else {
+            String::new()
+        },
+        if keep {
+            "; still mounted"
+        } else {
+            "; unmounted"
+        }
+    ))
+}
+
+/// `durafs fault add|list|clear MOUNTPOINT ...`.
+pub fn fault(mountpoint: &Path, verb: &str, rest: &str) -> Result<String> {
+    let targets = targets(Some(mountpoint))?;
+    let (mp, owner) = &targets[0];
+    let v = ask(mp, *owner, &format!("fault {verb} {rest}"))?;
+    if v["ok"] != true {
+        return Err(refused(mp, &v));
+    }
+    Ok(match verb {
+        "add" => format!("fault {} set on {}\n", v["id"], mp.display()),
+        "clear" => format!("{} fault(s) cleared on {}\n", v["cleared"], mp.display()),
+        _ => {
+            let mut out = String::new();
+            for f in v["faults"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "{:>3}  {}  (hits {}{})",
+                    f["id"],
+                    f["spec"].as_str().unwrap_or(""),
+                    f["hits"],
+                    if f["left"].is_null() {
+                        String::new()
+                    } else {
+                        format!(", {} left", f["left"])
+                    }
+                );
+            }
+            if out.is_empty() {
+                out = format!("no faults set on {}\n", mp.display());
+            }
+            out
+        }
+    })
+}
+
+/// The faults of a TOML file (`[[fault]]` tables of the `durafs fault add`
+/// keys), as `key=value` specs.
+pub fn load_faults(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading fault file {}", path.display()), e))?;
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Error::Daemon(format!("fault file {}: {}", path.display(), e.message()))
+    })?;
+    let mut specs = Vec::new();
+    for (k, v) in &doc {
+        if k != "fault" {
+            return Err(Error::Daemon(format!(
+                "fault file {}: unknown key `{k}` (expected [[fault]] tables)",
+                path.display()
+            )));
+        }
+        for t in v.as_array().into_iter().flatten() {
+            let Some(t) = t.as_table() else {
+                return Err(Error::Daemon(format!(
+                    "fault file {}: each [[fault]] must be a table",
+                    path.display()
+                )));
+            };
+            let words: Vec<String> = t
+                .iter()
+                .map(|(k, v)| match v {
+                    toml::Value::String(s) => format!("{k}={s}"),
+                    toml::Value::Boolean(true) => k.clone(),
+                    other => format!("{k}={other}"),
+                })
+                .collect();
+            let spec = words.join(" ");
+            crate::engine::Faults::default()
+                .add(&spec)
+                .map_err(|e| Error::Daemon(format!("fault file {}: {e}", path.display())))?;
+            specs.push(spec);
+        }
+    }
+    Ok(specs)
+}

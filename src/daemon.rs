@@ -20,7 +20,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use tracing::{error, info, warn};
 
 use crate::control;
-use crate::engine::Engine;
+use crate::engine::{CrashMode, Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::frontend::{FrontendConfig, FuseFrontend, KernelInfo};
 use crate::fs::{FsOptions, PassthroughFs};
@@ -393,6 +393,13 @@ impl MountState {
             "fuse_protocol": proto.map(|(a, b)| format!("{a}.{b}")),
             "kernel_passthrough": self.kernel.passthrough.load(std::sync::atomic::Ordering::Relaxed),
             "inodes": self.fs.inode_count(),
+            "crash_sim": self.fs.engine().crash_sim().is_some(),
+            "syncs": {
+                "fsync": platform::sync_counts().fsync,
+                "fdatasync": platform::sync_counts().fdatasync,
+            },
+            "rules": self.fs.engine().stats().to_json(),
+            "faults": self.fs.engine().faults().to_json(),
             "policy": {
                 "file": active.path().map(|p| p.display().to_string()),
                 "origin": policy.origin(),
@@ -406,8 +413,90 @@ impl MountState {
     }
 }
 
+impl MountState {
+    /// `crash [torn=SEED] [keep]`: the simulated power cut; without `keep`
+    /// the mount then goes away (lazily, so the reply gets out first).
+    fn crash(&self, args: &str) -> serde_json::Value {
+        let Some(sim) = self.fs.engine().crash_sim() else {
+            return serde_json::json!({
+                "ok": false,
+                "error": "this mount does not simulate crashes: mount it with `durafs mount --crash-sim`",
+            });
+        };
+        let mut mode = CrashMode::LoseAll;
+        let mut keep = false;
+        for w in args.split_whitespace() {
+            match w.split_once('=') {
+                Some(("torn", seed)) => match seed.parse() {
+                    Ok(s) => mode = CrashMode::Torn(s),
+                    Err(_) => {
+                        return serde_json::json!({"ok": false, "error": format!("bad seed `{seed}`")});
+                    }
+                },
+                None if w == "keep" => keep = true,
+                _ => {
+                    return serde_json::json!({"ok": false, "error": format!("unknown crash argument `{w}`")});
+                }
+            }
+        }
+        let out = sim.crash(mode, !keep);
+        if !keep {
+            let mp = self.mountpoint.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                if let Err(e) = unmount_path(&mp, true) {
+                    error!("unmount after the simulated crash failed: {e}");
+                }
+            });
+        }
+        serde_json::json!({ "ok": true, "outcome": out, "unmounted": !keep })
+    }
+
+    fn fault(&self, args: &str) -> serde_json::Value {
+        let faults = self.fs.engine().faults();
+        let (verb, rest) = args.trim().split_once(' ').unwrap_or((args.trim(), ""));
+        match verb {
+            "add" => match faults.add(rest) {
+                Ok(id) => serde_json::json!({"ok": true, "id": id}),
+                Err(e) => serde_json::json!({"ok": false, "error": e}),
+            },
+            "list" => serde_json::json!({"ok": true, "faults": faults.to_json()}),
+            "clear" => {
+                let id = match rest.trim() {
+                    "" => None,
+                    s => match s.parse() {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            return serde_json::json!({"ok": false, "error": format!("bad fault id `{s}`")});
+                        }
+                    },
+                };
+                serde_json::json!({"ok": true, "cleared": faults.clear(id)})
+            }
+            _ => {
+                serde_json::json!({"ok": false, "error": format!("unknown fault command `{verb}` (add, list, clear)")})
+            }
+        }
+    }
+}
+
 impl control::Handler for MountState {
     fn handle(&self, command: &str) -> serde_json::Value {
+        let (verb, args) = command.split_once(' ').unwrap_or((command, ""));
+        match verb {
+            "crash" => return self.crash(args),
+            "crash-report" => {
+                return match self.fs.engine().crash_sim() {
+                    Some(sim) => serde_json::json!({"ok": true, "report": sim.report()}),
+                    None => serde_json::json!({
+                        "ok": false,
+                        "error": "this mount does not simulate crashes: mount it with `durafs mount --crash-sim`",
+                    }),
+                };
+            }
+            "fault" => return self.fault(args),
+            _ => {}
+        }
         match command {
             "status" => self.status(),
             "reload" => match self.fs.engine().policy().reload() {
@@ -420,7 +509,7 @@ impl control::Handler for MountState {
             },
             other => serde_json::json!({
                 "ok": false,
-                "error": format!("unknown command `{other}` (this daemon knows: status, reload)"),
+                "error": format!("unknown command `{other}` (this daemon knows: status, reload, crash, crash-report, fault)"),
             }),
         }
     }
@@ -454,7 +543,13 @@ pub fn serve(
             default_permissions: opts.default_permissions,
             max_inode_fds: opts.max_inode_fds,
         },
-        Engine::new(policy.policy, policy.path),
+        Engine::with_options(
+            policy.policy,
+            policy.path,
+            EngineOptions {
+                crash_sim: opts.crash_sim,
+            },
+        ),
     )
     .map_err(|e| {
         Error::io(
@@ -462,6 +557,18 @@ pub fn serve(
             e,
         )
     })?;
+    for spec in &opts.faults {
+        fs.engine()
+            .faults()
+            .add(spec)
+            .map_err(|e| Error::Daemon(format!("bad fault `{spec}`: {e}")))?;
+    }
+    if opts.crash_sim {
+        info!(
+            "crash simulation on: what is not durable is tracked; `durafs crash {}` simulates a power cut",
+            mountpoint.display()
+        );
+    }
     let fs = Arc::new(fs);
     let kernel = Arc::new(KernelInfo::default());
     let frontend = FuseFrontend::new(
@@ -538,6 +645,8 @@ pub fn serve(
         .spawn()
         .map_err(|e| Error::io("starting FUSE workers", e))?;
     let res = bg.join();
+    // Files still waiting for the interval flusher are synced now.
+    fs.engine().shutdown();
     if mounts()
         .map(|m| m.iter().any(|e| e.mountpoint == mountpoint))
         .unwrap_or(false)

@@ -69,6 +69,9 @@ pub enum Error {
     /// A reload was refused; the old policy stays in force.
     #[error("{0}: reload refused, the old policy stays in force:\n{1}")]
     Reload(PathBuf, String),
+    /// The daemon refused a control request (crash, fault); its reason follows.
+    #[error("{0}: {1}")]
+    Refused(PathBuf, String),
     /// The daemon failed to start; its own message follows.
     #[error("the durafs daemon failed to start: {0}")]
     Daemon(String),

@@ -45,6 +45,15 @@ enum Cmd {
         /// built-in default: data durable at close, metadata when changed.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Track everything not yet durable so `durafs crash` can simulate a
+        /// power cut (see the README's persistence model). Attribute and
+        /// entry caching default to 0 on such a mount.
+        #[arg(long)]
+        crash_sim: bool,
+        /// Faults to set at mount: a TOML file of [[fault]] tables with the
+        /// keys of `durafs fault add`.
+        #[arg(long, value_name = "FILE")]
+        faults: Option<PathBuf>,
         /// Internal: report readiness on stdout, then detach (used by the
         /// background start).
         #[arg(long, hide = true)]
@@ -86,6 +95,32 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Simulate a power cut on a `--crash-sim` mount: everything not durable
+    /// is lost, the backing directory is left as a real power cut could
+    /// leave it, and the mount goes away (unless --keep-mounted).
+    Crash {
+        /// Keep a random subset of the unsynced pages (seeded, reproducible)
+        /// instead of losing them all: torn writes and reordering.
+        #[arg(long, value_name = "SEED")]
+        torn: Option<u64>,
+        /// Stay mounted after the crash (tracking starts afresh).
+        #[arg(long)]
+        keep_mounted: bool,
+        /// Do not crash: say what a power cut now would lose.
+        #[arg(long)]
+        report: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Set, list or clear faults on a mount: errors, delays and torn writes
+    /// on chosen operations of chosen files.
+    Fault {
+        #[command(subcommand)]
+        cmd: FaultCmd,
+    },
     /// Unmount a durafs mount (also one whose daemon has died).
     Umount {
         /// Detach a busy mount now; it goes away when its last user closes.
@@ -93,6 +128,33 @@ enum Cmd {
         lazy: bool,
         /// The mount point.
         mountpoint: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum FaultCmd {
+    /// Add a fault, e.g. `durafs fault add /mnt op=fsync errno=EIO glob='**/*.db' count=1`.
+    /// Keys: op=write|fsync|read|open|any, glob=GLOB, errno=EIO|ENOSPC|EDQUOT|EROFS|N,
+    /// tear (writes: half written, then EIO), delay=DURATION, count=N,
+    /// probability=P, seed=N.
+    Add {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// The fault, as key=value words.
+        #[arg(required = true)]
+        spec: Vec<String>,
+    },
+    /// List the faults and how often each hit.
+    List {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Clear every fault, or one by id.
+    Clear {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// The fault's id (from `add` or `list`).
+        id: Option<u64>,
     },
 }
 
@@ -109,60 +171,111 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let res = match cli.cmd {
-        Cmd::Mount {
-            foreground,
-            options,
-            ready_stdout,
-            policy,
-            backing,
-            mountpoint,
-        } => match MountOptions::parse(&options)
-            .and_then(|o| Ok((o, LoadedPolicy::load(policy.as_deref(), !ready_stdout)?)))
-        {
-            Err(e) => Err(e),
-            Ok((opts, policy)) if foreground => {
-                let ready = if ready_stdout {
-                    durafs::daemon::Ready::Stdout
-                } else {
-                    durafs::daemon::Ready::Quiet
-                };
-                let r = durafs::daemon::serve(&backing, &mountpoint, &opts, policy, &ready);
-                if let Err(e) = &r {
-                    ready.fail(e);
-                }
-                r
-            }
-            Ok((opts, policy)) => {
-                durafs::daemon::preflight(&backing, &mountpoint, &opts).and_then(|_| {
-                    let mut args: Vec<OsString> = Vec::new();
-                    for o in &options {
-                        args.push("-o".into());
-                        args.push(o.into());
+    let res =
+        match cli.cmd {
+            Cmd::Mount {
+                foreground,
+                options,
+                ready_stdout,
+                policy,
+                crash_sim,
+                faults,
+                backing,
+                mountpoint,
+            } => match MountOptions::parse(&options)
+                .and_then(|mut o| {
+                    if crash_sim {
+                        o.crash_sim = true;
+                        // The kernel must not answer from caches a crash made stale.
+                        if !options
+                            .iter()
+                            .any(|s| s.contains("attr-timeout") || s.contains("attr_timeout"))
+                        {
+                            o.attr_timeout = std::time::Duration::ZERO;
+                        }
+                        if !options
+                            .iter()
+                            .any(|s| s.contains("entry-timeout") || s.contains("entry_timeout"))
+                        {
+                            o.entry_timeout = std::time::Duration::ZERO;
+                        }
                     }
-                    if let Some(p) = policy.path {
-                        args.push("--policy".into());
-                        args.push(p.into_os_string());
+                    if let Some(f) = &faults {
+                        o.faults = durafs::cli::load_faults(f)?;
                     }
-                    args.push(backing.into_os_string());
-                    args.push(mountpoint.into_os_string());
-                    durafs::daemon::spawn_background(&args)
+                    Ok(o)
                 })
+                .and_then(|o| Ok((o, LoadedPolicy::load(policy.as_deref(), !ready_stdout)?)))
+            {
+                Err(e) => Err(e),
+                Ok((opts, policy)) if foreground => {
+                    let ready = if ready_stdout {
+                        durafs::daemon::Ready::Stdout
+                    } else {
+                        durafs::daemon::Ready::Quiet
+                    };
+                    let r = durafs::daemon::serve(&backing, &mountpoint, &opts, policy, &ready);
+                    if let Err(e) = &r {
+                        ready.fail(e);
+                    }
+                    r
+                }
+                Ok((opts, policy)) => durafs::daemon::preflight(&backing, &mountpoint, &opts)
+                    .and_then(|_| {
+                        let mut args: Vec<OsString> = Vec::new();
+                        for o in &options {
+                            args.push("-o".into());
+                            args.push(o.into());
+                        }
+                        if let Some(p) = policy.path {
+                            args.push("--policy".into());
+                            args.push(p.into_os_string());
+                        }
+                        if crash_sim {
+                            args.push("--crash-sim".into());
+                        }
+                        if let Some(f) = faults {
+                            args.push("--faults".into());
+                            args.push(std::path::absolute(&f).unwrap_or(f).into_os_string());
+                        }
+                        args.push(backing.into_os_string());
+                        args.push(mountpoint.into_os_string());
+                        durafs::daemon::spawn_background(&args)
+                    }),
+            },
+            Cmd::Umount { lazy, mountpoint } => durafs::daemon::umount(&mountpoint, lazy),
+            Cmd::Check { policy } => durafs::cli::check(&policy).map(|s| print!("{s}")),
+            Cmd::Explain {
+                policy,
+                json,
+                paths,
+            } => LoadedPolicy::load(policy.as_deref(), true)
+                .map(|p| print!("{}", durafs::cli::explain(&p.policy, &paths, json))),
+            Cmd::Status { json, mountpoint } => {
+                durafs::cli::status(mountpoint.as_deref(), json).map(|s| print!("{s}"))
             }
-        },
-        Cmd::Umount { lazy, mountpoint } => durafs::daemon::umount(&mountpoint, lazy),
-        Cmd::Check { policy } => durafs::cli::check(&policy).map(|s| print!("{s}")),
-        Cmd::Explain {
-            policy,
-            json,
-            paths,
-        } => LoadedPolicy::load(policy.as_deref(), true)
-            .map(|p| print!("{}", durafs::cli::explain(&p.policy, &paths, json))),
-        Cmd::Status { json, mountpoint } => {
-            durafs::cli::status(mountpoint.as_deref(), json).map(|s| print!("{s}"))
-        }
-        Cmd::Reload { mountpoint } => durafs::cli::reload(&mountpoint).map(|s| print!("{s}")),
-    };
+            Cmd::Reload { mountpoint } => durafs::cli::reload(&mountpoint).map(|s| print!("{s}")),
+            Cmd::Crash {
+                torn,
+                keep_mounted,
+                report,
+                json,
+                mountpoint,
+            } => durafs::cli::crash(&mountpoint, torn, keep_mounted, report, json)
+                .map(|s| print!("{s}")),
+            Cmd::Fault { cmd } => match cmd {
+                FaultCmd::Add { mountpoint, spec } => {
+                    durafs::cli::fault(&mountpoint, "add", &spec.join(" "))
+                }
+                FaultCmd::List { mountpoint } => durafs::cli::fault(&mountpoint, "list", ""),
+                FaultCmd::Clear { mountpoint, id } => durafs::cli::fault(
+                    &mountpoint,
+                    "clear",
+                    &id.map(|i| i.to_string()).unwrap_or_default(),
+                ),
+            }
+            .map(|s| print!("{s}")),
+        };
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -79,6 +79,10 @@ pub struct MountOptions {
     pub passthrough: bool,
     /// inodes held by fd before switching to file handles
     pub max_inode_fds: Option<usize>,
+    /// track what is not durable, for `durafs crash` (`--crash-sim`)
+    pub crash_sim: bool,
+    /// faults to set at mount, from a TOML file (`--faults`)
+    pub faults: Vec<String>,
 }
 
 impl Default for MountOptions {
@@ -101,6 +105,8 @@ impl Default for MountOptions {
             entry_timeout: Duration::from_secs(1),
             passthrough: true,
             max_inode_fds: None,
+            crash_sim: false,
+            faults: Vec::new(),
         }
     }
 }

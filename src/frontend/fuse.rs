@@ -219,7 +219,7 @@ impl FuseFrontend {
         let st = io.inodes.entry(ino).or_default();
         let mode = if let Some((b, writable)) = &st.backing {
             st.passthrough_opens += 1;
-            let direct = opened.intercept || (opened.handle.writable() && !writable);
+            let direct = opened.kernel.intercept || (opened.handle.writable() && !writable);
             let b = b.clone();
             let mode = if direct {
                 Mode::PassthroughDirect
@@ -228,7 +228,7 @@ impl FuseFrontend {
             };
             io.opens.insert(opened.fh, (ino, mode));
             return (mode, Some(b));
-        } else if opened.intercept || st.cached_opens > 0 {
+        } else if opened.kernel.intercept || st.cached_opens > 0 {
             Mode::Cached
         } else {
             match open_backing() {
@@ -285,7 +285,12 @@ fn fopen_flags(mode: Mode, opened: &Opened) -> FopenFlags {
         Mode::Cached | Mode::Passthrough => FopenFlags::empty(),
         Mode::PassthroughDirect => FopenFlags::FOPEN_DIRECT_IO,
     };
-    if !opened.flush {
+    if opened.kernel.direct_io {
+        // Every write reaches the daemon as the app made it, and writes to
+        // one file may run in parallel (the engine orders what must be).
+        f |= FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+    }
+    if !opened.kernel.flush {
         f |= FopenFlags::FOPEN_NOFLUSH;
     }
     f
@@ -569,13 +574,13 @@ impl Filesystem for FuseFrontend {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: fuser::FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0) {
+        match self.fs.flush(&caller(req), fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }

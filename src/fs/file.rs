@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use super::handle::FileHandle;
 use super::{Caller, Entry, PassthroughFs, errno};
+use crate::engine::{Change, KernelIo, Repoint};
 use crate::platform::{self, cstring};
+use crate::policy::{FilePolicy, SyncTrigger, WriteStrategy};
 
 /// An open file handle as returned by open and create.
 pub struct Opened {
@@ -18,10 +20,8 @@ pub struct Opened {
     /// the handle itself (its backing fd can be given to the kernel for
     /// FUSE passthrough)
     pub handle: Arc<FileHandle>,
-    /// whether the engine must see this open's IO
-    pub intercept: bool,
-    /// whether the engine must see each close(2) (FUSE FLUSH)
-    pub flush: bool,
+    /// how the kernel must treat the open
+    pub kernel: KernelIo,
 }
 
 /// Where a read's bytes go: the frontend's reply.
@@ -41,24 +41,31 @@ thread_local! {
 impl PassthroughFs {
     fn register_open(
         &self,
+        caller: &Caller,
         inode: Arc<super::Inode>,
         fd: std::os::fd::OwnedFd,
         flags: i32,
-    ) -> Opened {
-        let writer = self.engine.open_writer(flags, || self.rel_path(fd.as_fd()));
-        let intercept = self.engine.intercepts_io(&writer);
-        let flush = self.engine.needs_flush(&writer);
+        policy: (FilePolicy, Vec<u8>),
+    ) -> io::Result<Opened> {
+        let writer =
+            self.engine
+                .open_writer(inode.id, policy.0, policy.1, flags, fd.as_fd(), || {
+                    super::tgid(caller.pid)
+                })?;
+        let kernel = self.engine.kernel_io(&writer);
         let (fh, handle) = self.handles.insert_file(FileHandle {
             inode,
             fd,
             flags,
             writer,
         });
-        Opened {
-            fh,
-            handle,
-            intercept,
-            flush,
+        Ok(Opened { fh, handle, kernel })
+    }
+
+    /// Points a node at the new backing inode an atomic replace committed.
+    fn apply(&self, r: Option<Repoint>) {
+        if let Some(r) = r {
+            self.inodes.repoint(r.node, r.fd, &r.stat);
         }
     }
 
@@ -69,12 +76,18 @@ impl PassthroughFs {
         if inode.is_dir() && flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(errno(libc::EISDIR));
         }
+        let policy = self.engine.resolve(|| self.rel_path(inode_fd.as_fd()));
+        self.engine.check_open(&policy.1)?;
         let flags = backing_flags(flags);
+        let open_flags = self.engine.backing_flags(&policy.0, flags);
+        if open_flags & libc::O_TRUNC != 0 {
+            self.engine.before_truncating_open(inode_fd.as_fd())?;
+        }
         let fd = {
             let _creds = self.as_caller(caller)?;
-            platform::reopen(inode_fd.as_fd(), flags)?
+            platform::reopen(inode_fd.as_fd(), open_flags)?
         };
-        Ok(self.register_open(inode, fd, flags))
+        self.register_open(caller, inode, fd, flags, policy)
     }
 
     /// Creates (or, without O_EXCL, opens) `name` in `parent` and opens it.
@@ -88,12 +101,62 @@ impl PassthroughFs {
     ) -> io::Result<(Entry, Opened)> {
         let dir = self.inodes.get(parent)?;
         let dir_fd = dir.fd()?;
+        self.refuse_hidden(name)?;
         let cname = cstring(name)?;
+        let policy = self
+            .engine
+            .resolve(|| self.child_path(dir_fd.as_fd(), name));
+        self.engine.check_open(&policy.1)?;
         let flags = backing_flags(flags);
-        let fd = {
-            let _creds = self.as_caller(caller)?;
-            platform::open_at(dir_fd.as_fd(), &cname, flags | libc::O_CREAT, mode)?
-        };
+        let open_flags = self.engine.backing_flags(&policy.0, flags);
+        // A new file is a directory change (dir-sync, the crash simulator);
+        // opening one that exists is not. O_EXCL first tells them apart.
+        let mut fd = None;
+        for _ in 0..3 {
+            let made = self.engine.change(
+                Change::Create {
+                    dir: dir_fd.as_fd(),
+                    name: &cname,
+                },
+                || self.child_path(dir_fd.as_fd(), name),
+                || {
+                    let _creds = self.as_caller(caller)?;
+                    platform::open_at(
+                        dir_fd.as_fd(),
+                        &cname,
+                        open_flags | libc::O_CREAT | libc::O_EXCL,
+                        mode,
+                    )
+                },
+            );
+            match made {
+                Ok(f) => {
+                    fd = Some(f);
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                    let existing = {
+                        let _creds = self.as_caller(caller)?;
+                        platform::open_at(dir_fd.as_fd(), &cname, open_flags & !libc::O_TRUNC, 0)
+                    };
+                    match existing {
+                        Ok(f) => {
+                            if open_flags & libc::O_TRUNC != 0 {
+                                self.engine.before_truncating_open(f.as_fd())?;
+                                platform::ftruncate(f.as_fd(), 0)?;
+                            }
+                            fd = Some(f);
+                            break;
+                        }
+                        // Removed in between: try to create it again.
+                        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let fd = fd.ok_or_else(|| errno(libc::EAGAIN))?;
         let st = platform::stat_fd(fd.as_fd())?;
         let inode = match self.inodes.ref_existing(&st) {
             Some(i) => i,
@@ -102,9 +165,8 @@ impl PassthroughFs {
                 self.inodes.insert(path_fd, &st)
             }
         };
-        self.engine.dirs_changed(&[dir_fd.as_fd()])?;
         let entry = self.entry_of(&inode, st);
-        Ok((entry, self.register_open(inode, fd, flags)))
+        Ok((entry, self.register_open(caller, inode, fd, flags, policy)?))
     }
 
     /// Reads up to `size` bytes at `offset` and hands them to `out`.
@@ -115,7 +177,9 @@ impl PassthroughFs {
             if buf.len() < size as usize {
                 buf.resize(size as usize, 0);
             }
-            let n = platform::pread(h.fd(), &mut buf[..size as usize], offset)?;
+            let n = self
+                .engine
+                .read(&h.writer, h.fd(), &mut buf[..size as usize], offset)?;
             out(&buf[..n]);
             Ok(())
         })
@@ -139,37 +203,56 @@ impl PassthroughFs {
         Ok(n)
     }
 
-    /// close(2) of one descriptor of the open file (FUSE FLUSH).
-    pub fn flush(&self, fh: u64) -> io::Result<()> {
+    /// close(2) of one descriptor of the open file (FUSE FLUSH) by `caller`.
+    pub fn flush(&self, caller: &Caller, fh: u64) -> io::Result<()> {
         let h = self.handles.file(fh)?;
-        self.engine.flush(&h.writer, h.fd())
+        let r = self
+            .engine
+            .flush(&h.writer, h.fd(), || super::tgid(caller.pid))?;
+        self.apply(r);
+        Ok(())
     }
 
     /// The last close of the open file; returns the handle so the frontend
     /// can drop what it attached to it.
     pub fn release(&self, fh: u64) -> Option<Arc<FileHandle>> {
-        self.handles.remove_file(fh)
+        let h = self.handles.remove_file(fh)?;
+        let r = self.engine.release(&h.writer, h.fd());
+        self.apply(r);
+        Some(h)
     }
 
     /// fsync/fdatasync of an open file.
     pub fn fsync(&self, fh: u64, datasync: bool) -> io::Result<()> {
         let h = self.handles.file(fh)?;
-        self.engine.fsync(&h.writer, h.fd(), datasync)
+        let r = self.engine.fsync(&h.writer, h.fd(), datasync)?;
+        self.apply(r);
+        Ok(())
     }
 
     /// fallocate with any mode the backing filesystem supports.
     pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> io::Result<()> {
         let h = self.handles.file(fh)?;
-        platform::fallocate(h.fd(), mode, offset, len)
+        let fd = self.engine.io_fd(&h.writer, h.fd());
+        let shifts = libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
+        if mode & shifts != 0 {
+            self.engine
+                .before_modify(fd.as_fd(), offset, u64::MAX / 2)?;
+        } else if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+            self.engine.before_modify(fd.as_fd(), offset, len)?;
+        }
+        platform::fallocate(fd.as_fd(), mode, offset, len)
     }
 
     /// lseek, for SEEK_DATA and SEEK_HOLE (the kernel does the others).
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> io::Result<i64> {
         let h = self.handles.file(fh)?;
-        platform::lseek(h.fd(), offset, whence)
+        platform::lseek(self.engine.io_fd(&h.writer, h.fd()).as_fd(), offset, whence)
     }
 
-    /// copy_file_range between two open files of this mount.
+    /// copy_file_range between two open files of this mount. Into a file
+    /// whose writes the engine must see one by one, it answers EXDEV so the
+    /// kernel copies through read and write.
     pub fn copy_file_range(
         &self,
         fh_in: u64,
@@ -181,7 +264,18 @@ impl PassthroughFs {
     ) -> io::Result<usize> {
         let hi = self.handles.file(fh_in)?;
         let ho = self.handles.file(fh_out)?;
-        platform::copy_file_range(hi.fd(), off_in, ho.fd(), off_out, len as usize, flags)
+        let k = self.engine.kernel_io(&ho.writer);
+        if k.flush || k.direct_io || ho.writer.policy.write != WriteStrategy::Passthrough {
+            return Err(errno(libc::EXDEV));
+        }
+        if ho.writer.policy.sync != SyncTrigger::OnFsync
+            && ho.writer.policy.sync != SyncTrigger::Never
+        {
+            return Err(errno(libc::EXDEV));
+        }
+        let src = self.engine.io_fd(&hi.writer, hi.fd());
+        self.engine.before_modify(ho.fd(), off_out, len)?;
+        platform::copy_file_range(src.as_fd(), off_in, ho.fd(), off_out, len as usize, flags)
     }
 }
 

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::platform::{self, FileHandleBuf, Stat};
 
@@ -39,9 +39,10 @@ pub struct Inode {
     pub id: u64,
     /// generation number reported with `id`
     pub generation: u64,
-    hold: Hold,
-    /// backing (dev, ino)
-    pub key: (u64, u64),
+    hold: RwLock<Hold>,
+    /// backing (dev, ino); changes only when an atomic replace commits a
+    /// new backing inode under this node (see [`InodeStore::repoint`])
+    key: Mutex<(u64, u64)>,
     /// file type bits (S_IFMT) of the backing inode
     pub kind: u32,
     nlookup: AtomicU64,
@@ -51,23 +52,23 @@ pub struct Inode {
 /// its filesystem to reopen it with.
 #[derive(Debug)]
 enum Hold {
-    Fd(OwnedFd),
+    Fd(Arc<OwnedFd>),
     Handle(FileHandleBuf, Arc<OwnedFd>),
 }
 
-/// An `O_PATH` fd on an inode: borrowed from the store, or opened from a
+/// An `O_PATH` fd on an inode: shared with the store, or opened from a
 /// file handle for this one use.
-pub enum InodeFd<'a> {
+pub enum InodeFd {
     /// the inode's own fd
-    Borrowed(BorrowedFd<'a>),
+    Shared(Arc<OwnedFd>),
     /// reopened from its file handle; closed on drop
     Owned(OwnedFd),
 }
 
-impl AsFd for InodeFd<'_> {
+impl AsFd for InodeFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            InodeFd::Borrowed(b) => *b,
+            InodeFd::Shared(b) => b.as_fd(),
             InodeFd::Owned(o) => o.as_fd(),
         }
     }
@@ -76,9 +77,9 @@ impl AsFd for InodeFd<'_> {
 impl Inode {
     /// An `O_PATH` fd on the backing inode (ESTALE if a handle-held inode
     /// is gone).
-    pub fn fd(&self) -> std::io::Result<InodeFd<'_>> {
-        match &self.hold {
-            Hold::Fd(fd) => Ok(InodeFd::Borrowed(fd.as_fd())),
+    pub fn fd(&self) -> std::io::Result<InodeFd> {
+        match &*self.hold.read().expect("inode poisoned") {
+            Hold::Fd(fd) => Ok(InodeFd::Shared(fd.clone())),
             Hold::Handle(h, mount) => {
                 platform::open_by_handle(mount.as_fd(), h, libc::O_PATH | libc::O_NOFOLLOW)
                     .map(InodeFd::Owned)
@@ -88,7 +89,12 @@ impl Inode {
 
     /// Whether the inode is held by file handle rather than by fd.
     pub fn by_handle(&self) -> bool {
-        matches!(self.hold, Hold::Handle(..))
+        matches!(*self.hold.read().expect("inode poisoned"), Hold::Handle(..))
+    }
+
+    /// The backing (dev, ino) behind this node now.
+    pub fn key(&self) -> (u64, u64) {
+        *self.key.lock().expect("inode poisoned")
     }
 
     /// Whether the backing inode is a directory.
@@ -126,8 +132,8 @@ impl InodeStore {
         let root = Arc::new(Inode {
             id: ROOT_ID,
             generation: 0,
-            hold: Hold::Fd(root_fd),
-            key,
+            hold: RwLock::new(Hold::Fd(Arc::new(root_fd))),
+            key: Mutex::new(key),
             kind: root_stat.st_mode & libc::S_IFMT,
             nlookup: AtomicU64::new(1 << 40),
         });
@@ -191,7 +197,12 @@ impl InodeStore {
             inode.nlookup.fetch_add(1, Ordering::Relaxed);
             return inode;
         }
-        let id = if st.st_dev == self.root_dev && st.st_ino > ROOT_ID && st.st_ino < SYNTHETIC_BASE
+        // A node that was repointed keeps its old number, which the backing
+        // filesystem may since have given to a new inode.
+        let id = if st.st_dev == self.root_dev
+            && st.st_ino > ROOT_ID
+            && st.st_ino < SYNTHETIC_BASE
+            && !maps.by_id.contains_key(&st.st_ino)
         {
             st.st_ino
         } else {
@@ -201,8 +212,8 @@ impl InodeStore {
         let inode = Arc::new(Inode {
             id,
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
-            hold,
-            key,
+            hold: RwLock::new(hold),
+            key: Mutex::new(key),
             kind: st.st_mode & libc::S_IFMT,
             nlookup: AtomicU64::new(1),
         });
@@ -223,12 +234,14 @@ impl InodeStore {
         let left = inode.nlookup.load(Ordering::Relaxed).saturating_sub(n);
         inode.nlookup.store(left, Ordering::Relaxed);
         if left == 0 {
-            let key = inode.key;
+            let key = inode.key();
             if !inode.by_handle() {
                 self.held_fds.fetch_sub(1, Ordering::Relaxed);
             }
             maps.by_id.remove(&id);
-            maps.by_key.remove(&key);
+            if maps.by_key.get(&key) == Some(&id) {
+                maps.by_key.remove(&key);
+            }
         }
     }
 
@@ -243,7 +256,31 @@ impl InodeStore {
             return Hold::Handle(h, mount.clone());
         }
         self.held_fds.fetch_add(1, Ordering::Relaxed);
-        Hold::Fd(fd)
+        Hold::Fd(Arc::new(fd))
+    }
+
+    /// Points node `id` at another backing inode (an `O_PATH` fd on it,
+    /// with attributes `st`): what an atomic replace does when its staged
+    /// file is renamed over the target. The node keeps its id and lookup
+    /// count, so the kernel's dentries and the app's open files stay valid.
+    pub fn repoint(&self, id: u64, fd: OwnedFd, st: &Stat) {
+        let mut maps = self.maps.write().expect("inode store poisoned");
+        let Some(inode) = maps.by_id.get(&id).cloned() else {
+            return;
+        };
+        let new_key = (st.st_dev, st.st_ino);
+        let old_key = std::mem::replace(&mut *inode.key.lock().expect("inode poisoned"), new_key);
+        if maps.by_key.get(&old_key) == Some(&id) {
+            maps.by_key.remove(&old_key);
+        }
+        // A node that already stands for the new inode (looked up through
+        // another name) keeps its own entry; this one still points there too.
+        maps.by_key.entry(new_key).or_insert(id);
+        let mut hold = inode.hold.write().expect("inode poisoned");
+        if matches!(*hold, Hold::Handle(..)) {
+            self.held_fds.fetch_add(1, Ordering::Relaxed);
+        }
+        *hold = Hold::Fd(Arc::new(fd));
     }
 
     /// How many inodes hold an fd (the root included).

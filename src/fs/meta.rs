@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use super::{Caller, Entry, PassthroughFs, errno};
+use crate::engine::Change;
 use crate::platform::{self, Stat, StatVfs, TimeSpec, cstring};
 
 /// Says once, loudly, that the daemon ran out of file descriptors: every
@@ -70,6 +71,9 @@ impl PassthroughFs {
 
     /// The attributes of `ino` (through the open handle when one is given).
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> io::Result<Stat> {
+        if let Some(st) = self.engine.staged_stat(ino) {
+            return Ok(st);
+        }
         if let Some(fh) = fh
             && let Ok(h) = self.handles.file(fh)
         {
@@ -103,9 +107,16 @@ impl PassthroughFs {
             )?;
         }
         if let Some(size) = set.size {
-            match &handle {
-                Some(h) if h.writable() => platform::ftruncate(h.fd(), size)?,
-                _ => platform::truncate_fd(inode_fd.as_fd(), size)?,
+            let writer = handle.as_ref().filter(|h| h.writable());
+            let fd = writer.map_or(inode_fd.as_fd(), |h| h.fd());
+            if !self
+                .engine
+                .truncate(ino, writer.map(|h| &h.writer), fd, size)?
+            {
+                match writer {
+                    Some(h) => platform::ftruncate(h.fd(), size)?,
+                    None => platform::truncate_fd(inode_fd.as_fd(), size)?,
+                }
             }
         }
         if set.atime.is_some() || set.mtime.is_some() {
@@ -116,7 +127,10 @@ impl PassthroughFs {
                 None => platform::utimens_fd(inode_fd.as_fd(), a, m)?,
             }
         }
-        platform::stat_fd(inode_fd.as_fd())
+        match self.engine.staged_stat(ino) {
+            Some(st) => Ok(st),
+            None => platform::stat_fd(inode_fd.as_fd()),
+        }
     }
 
     /// The target of symlink `ino`.
@@ -135,15 +149,21 @@ impl PassthroughFs {
     ) -> io::Result<Entry> {
         let dir = self.inodes.get(parent)?;
         let dir_fd = dir.fd()?;
+        self.refuse_hidden(name)?;
         let cname = cstring(name)?;
-        {
-            let _creds = self.as_caller(caller)?;
-            make(dir_fd.as_fd(), &cname)?;
-        }
+        self.engine.change(
+            Change::Create {
+                dir: dir_fd.as_fd(),
+                name: &cname,
+            },
+            || self.child_path(dir_fd.as_fd(), name),
+            || {
+                let _creds = self.as_caller(caller)?;
+                make(dir_fd.as_fd(), &cname)
+            },
+        )?;
         let fd = platform::open_path_at(dir_fd.as_fd(), &cname)?;
-        let entry = self.entry_from_path_fd(fd)?;
-        self.engine.dirs_changed(&[dir_fd.as_fd()])?;
-        Ok(entry)
+        self.entry_from_path_fd(fd)
     }
 
     /// mknod: regular files, fifos, sockets, and (as root) device nodes.
@@ -199,17 +219,24 @@ impl PassthroughFs {
         let inode_fd = inode.fd()?;
         let dir = self.inodes.get(newparent)?;
         let dir_fd = dir.fd()?;
+        self.refuse_hidden(newname)?;
         let cname = cstring(newname)?;
-        {
-            let _creds = self.as_caller(caller)?;
-            platform::link_fd(inode_fd.as_fd(), dir_fd.as_fd(), &cname)?;
-        }
+        self.engine.change(
+            Change::Create {
+                dir: dir_fd.as_fd(),
+                name: &cname,
+            },
+            || self.child_path(dir_fd.as_fd(), newname),
+            || {
+                let _creds = self.as_caller(caller)?;
+                platform::link_fd(inode_fd.as_fd(), dir_fd.as_fd(), &cname)
+            },
+        )?;
         let st = platform::stat_fd(inode_fd.as_fd())?;
         let entry = match self.inodes.ref_existing(&st) {
             Some(i) => self.entry_of(&i, st),
             None => self.entry_from_path_fd(platform::open_path_at(dir_fd.as_fd(), &cname)?)?,
         };
-        self.engine.dirs_changed(&[dir_fd.as_fd()])?;
         Ok(entry)
     }
 
@@ -223,12 +250,21 @@ impl PassthroughFs {
     ) -> io::Result<()> {
         let dir = self.inodes.get(parent)?;
         let dir_fd = dir.fd()?;
-        let cname = cstring(name)?;
-        {
-            let _creds = self.as_caller(caller)?;
-            platform::unlink_at(dir_fd.as_fd(), &cname, is_dir)?;
+        if self.engine.is_hidden(name.as_encoded_bytes()) {
+            return Err(errno(libc::ENOENT));
         }
-        self.engine.dirs_changed(&[dir_fd.as_fd()])
+        let cname = cstring(name)?;
+        self.engine.change(
+            Change::Remove {
+                dir: dir_fd.as_fd(),
+                name: &cname,
+            },
+            || self.child_path(dir_fd.as_fd(), name),
+            || {
+                let _creds = self.as_caller(caller)?;
+                platform::unlink_at(dir_fd.as_fd(), &cname, is_dir)
+            },
+        )
     }
 
     /// rename with renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
@@ -245,16 +281,43 @@ impl PassthroughFs {
         let from_fd = from.fd()?;
         let to = self.inodes.get(newparent)?;
         let to_fd = to.fd()?;
+        if self.engine.is_hidden(name.as_encoded_bytes()) {
+            return Err(errno(libc::ENOENT));
+        }
+        self.refuse_hidden(newname)?;
         let (cname, cnew) = (cstring(name)?, cstring(newname)?);
-        {
-            let _creds = self.as_caller(caller)?;
-            platform::rename_at(from_fd.as_fd(), &cname, to_fd.as_fd(), &cnew, flags)?;
+        self.engine.change(
+            Change::Rename {
+                from: from_fd.as_fd(),
+                from_name: &cname,
+                to: to_fd.as_fd(),
+                to_name: &cnew,
+                flags,
+            },
+            || self.child_path(to_fd.as_fd(), newname),
+            || {
+                let _creds = self.as_caller(caller)?;
+                platform::rename_at(from_fd.as_fd(), &cname, to_fd.as_fd(), &cnew, flags)
+            },
+        )
+    }
+
+    /// EPERM for a name the engine reserves (its stages and graveyard).
+    pub(crate) fn refuse_hidden(&self, name: &OsStr) -> io::Result<()> {
+        if self.engine.is_hidden(name.as_encoded_bytes()) {
+            return Err(errno(libc::EPERM));
         }
-        if from.id == to.id {
-            self.engine.dirs_changed(&[from_fd.as_fd()])
-        } else {
-            self.engine.dirs_changed(&[from_fd.as_fd(), to_fd.as_fd()])
+        Ok(())
+    }
+
+    /// The mount-relative path of `name` in the directory behind `dir`.
+    pub(crate) fn child_path(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Vec<u8> {
+        let mut p = self.rel_path(dir);
+        if !p.is_empty() {
+            p.push(b'/');
         }
+        p.extend_from_slice(name.as_encoded_bytes());
+        p
     }
 
     /// statfs of the backing filesystem holding `ino`.

@@ -83,8 +83,9 @@ pub struct PassthroughFs {
 impl PassthroughFs {
     /// Opens the backing directory. Fails with the errno of the open (ENOENT,
     /// ENOTDIR, EACCES) when it is not a usable directory.
-    pub fn new(backing: &Path, opts: FsOptions, engine: Engine) -> io::Result<Self> {
+    pub fn new(backing: &Path, opts: FsOptions, mut engine: Engine) -> io::Result<Self> {
         let root = platform::open_dir_path(backing)?;
+        engine.start(root.as_fd())?;
         let st = platform::stat_fd(root.as_fd())?;
         let root_path = platform::fd_path(root.as_fd())?;
         Ok(PassthroughFs {
@@ -213,6 +214,19 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
         return Vec::new();
     };
     parse_groups(&status)
+}
+
+/// The process (thread group) that thread `pid` belongs to; `pid` itself
+/// when /proc cannot tell.
+pub(crate) fn tgid(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(pid)
 }
 
 fn parse_groups(status: &str) -> Vec<u32> {

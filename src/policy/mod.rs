@@ -28,6 +28,7 @@ use std::time::Duration;
 use globset::{Candidate, GlobSet};
 
 pub use diag::{Diagnostic, PolicyError, Severity};
+pub use raw::parse_duration;
 pub use text::{duration as format_duration, size as format_size};
 
 /// The built-in default policy (policies/default.toml), used when `--policy`

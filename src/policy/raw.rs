@@ -124,7 +124,7 @@ pub(super) fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Parses "100ms", "2s", "1m" into a duration. Units: ns, us, ms, s, m, h.
-pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

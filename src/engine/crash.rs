@@ -1,0 +1,715 @@
+//! The crash simulator: tracks what is not yet durable, and on a simulated
+//! power cut puts the backing store back to what a real one could have left.
+//!
+//! The persistence model is pessimistic and stated in the README:
+//!
+//! - a file's data and size are durable as of its last fsync/fdatasync
+//!   (by the app, or by durafs enforcing a policy); nothing written since is;
+//! - a directory entry change (create, mknod, mkdir, symlink, link, unlink,
+//!   rmdir, rename) is durable once the directory holding the new name (for
+//!   unlink and rmdir: the directory it was removed from) has been fsynced.
+//!   A file's own fsync does not make its name durable.
+//!
+//! It works by undo, so the live tree is the real one and costs nothing to
+//! read: the first time a page of a file is overwritten after the file's
+//! last sync, the page's old contents go to an undo file; the size at that
+//! last sync is remembered. A removed or replaced file is first hard-linked
+//! into a graveyard (`BACKING/.durafs-crash/`), a removed directory's mode
+//! and owner are remembered. On a crash every file gets its saved pages
+//! back and its durable size, and the directory changes that were not made
+//! durable are undone newest first. `--torn` restores only a seeded random
+//! subset of the pages (and of the appended ones), which a real crash can
+//! also leave.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+
+use crate::platform;
+
+/// The undo granularity: a page.
+pub const PAGE: u64 = 4096;
+
+/// The directory in the backing root that holds the graveyard.
+pub const CRASH_DIR: &CStr = c".durafs-crash";
+
+type Key = (u64, u64);
+
+fn key_of(st: &platform::Stat) -> Key {
+    (st.st_dev, st.st_ino)
+}
+
+struct FileUndo {
+    /// the file, open for reading and (where allowed) writing
+    fd: OwnedFd,
+    /// its size at its last sync
+    durable_size: u64,
+    /// page index -> slot in the undo file holding its contents at the sync
+    pages: BTreeMap<u64, u64>,
+    /// the smallest size a truncation set since the sync
+    truncated_to: Option<u64>,
+}
+
+enum Victim {
+    /// a file, hard-linked into the graveyard under this name
+    Grave(CString),
+    /// a directory, recreated with this mode and owner
+    Dir { mode: u32, uid: u32, gid: u32 },
+}
+
+enum Record {
+    Created {
+        dir: Key,
+        name: CString,
+    },
+    Removed {
+        dir: Key,
+        name: CString,
+        victim: Option<Victim>,
+    },
+    Renamed {
+        from: Key,
+        from_name: CString,
+        to: Key,
+        to_name: CString,
+        victim: Option<Victim>,
+        exchange: bool,
+    },
+}
+
+impl Record {
+    /// The directory whose fsync makes this change durable.
+    fn home(&self) -> Key {
+        match self {
+            Record::Created { dir, .. } | Record::Removed { dir, .. } => *dir,
+            Record::Renamed { to, .. } => *to,
+        }
+    }
+
+    fn victim(&self) -> Option<&Victim> {
+        match self {
+            Record::Created { .. } => None,
+            Record::Removed { victim, .. } | Record::Renamed { victim, .. } => victim.as_ref(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<Key, FileUndo>,
+    log: Vec<Record>,
+    dirs: HashMap<Key, OwnedFd>,
+    slots: u64,
+    free: Vec<u64>,
+}
+
+/// What a directory change needs kept before it runs.
+pub struct Prepared {
+    victim: Option<Victim>,
+}
+
+/// A directory change, as the crash simulator records it.
+#[derive(Clone, Copy)]
+pub enum Change<'a> {
+    /// `name` was made in `dir` (create, mknod, mkdir, symlink, link)
+    Create {
+        /// the directory
+        dir: BorrowedFd<'a>,
+        /// the new name
+        name: &'a CStr,
+    },
+    /// `name` is removed from `dir` (unlink, rmdir)
+    Remove {
+        /// the directory
+        dir: BorrowedFd<'a>,
+        /// the name
+        name: &'a CStr,
+    },
+    /// rename with renameat2 `flags`
+    Rename {
+        /// source directory
+        from: BorrowedFd<'a>,
+        /// source name
+        from_name: &'a CStr,
+        /// target directory
+        to: BorrowedFd<'a>,
+        /// target name
+        to_name: &'a CStr,
+        /// RENAME_NOREPLACE / RENAME_EXCHANGE
+        flags: u32,
+    },
+}
+
+/// How a simulated power cut treats what was not durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// everything not durable is lost
+    LoseAll,
+    /// a random subset (with this seed) of the unsynced pages survives
+    Torn(u64),
+}
+
+/// What a simulated power cut did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CrashOutcome {
+    /// files whose unsynced data was rolled back
+    pub files: usize,
+    /// pages restored to their contents at the last sync
+    pub pages_restored: u64,
+    /// unsynced pages kept (torn mode)
+    pub pages_kept: u64,
+    /// directory changes undone
+    pub dir_changes_undone: usize,
+    /// steps that failed (logged one by one)
+    pub errors: usize,
+}
+
+/// The crash simulator of one mount.
+pub struct CrashSim {
+    root: OwnedFd,
+    root_path: Vec<u8>,
+    graves: OwnedFd,
+    undo: OwnedFd,
+    state: Mutex<State>,
+    gate: RwLock<()>,
+    crashed: AtomicBool,
+    next_grave: AtomicU64,
+}
+
+fn warn(what: &str, e: &io::Error) -> usize {
+    tracing::warn!("crash simulation: {what}: {e}");
+    1
+}
+
+/// The names in the directory behind `fd` (without `.` and `..`).
+fn list_names(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let fd = platform::reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let mut buf = vec![0u8; 32 << 10];
+    let mut names = Vec::new();
+    loop {
+        let entries = platform::getdents(fd.as_fd(), &mut buf)?;
+        if entries.is_empty() {
+            return Ok(names);
+        }
+        for e in entries {
+            if e.name != b"." && e.name != b".." {
+                names.push(CString::new(e.name).map_err(io::Error::other)?);
+            }
+        }
+    }
+}
+
+/// Removes `name` in `dir`, whatever it is (a directory with its contents).
+fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    match platform::unlink_at(dir, name, false) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::EPERM)) => {
+            let sub = platform::open_path_at(dir, name)?;
+            for n in list_names(sub.as_fd())? {
+                remove_tree(sub.as_fd(), &n)?;
+            }
+            platform::unlink_at(dir, name, true)
+        }
+        r => r,
+    }
+}
+
+impl CrashSim {
+    /// Starts tracking on the backing tree at `root`; a graveyard left by an
+    /// earlier mount (files it had deleted) is emptied first.
+    pub fn new(root: BorrowedFd<'_>) -> io::Result<CrashSim> {
+        let root = platform::reopen(root, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let root_path = platform::fd_path(root.as_fd())?;
+        if platform::stat_at(root.as_fd(), CRASH_DIR).is_ok() {
+            remove_tree(root.as_fd(), CRASH_DIR)?;
+        }
+        platform::mkdir_at(root.as_fd(), CRASH_DIR, 0o700)?;
+        let graves = platform::open_at(
+            root.as_fd(),
+            CRASH_DIR,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        let undo = platform::open_at(graves.as_fd(), c".", libc::O_TMPFILE | libc::O_RDWR, 0o600)?;
+        Ok(CrashSim {
+            root,
+            root_path,
+            graves,
+            undo,
+            state: Mutex::new(State::default()),
+            gate: RwLock::new(()),
+            crashed: AtomicBool::new(false),
+            next_grave: AtomicU64::new(0),
+        })
+    }
+
+    /// Held by every tracked operation while it runs, so a crash sees none
+    /// half done. After a crash that ends the mount, operations fail with EIO
+    /// as the app would have died.
+    pub fn enter(&self) -> io::Result<RwLockReadGuard<'_, ()>> {
+        let g = self.gate.read().expect("crash gate poisoned");
+        if self.crashed.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(g)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("crash state poisoned")
+    }
+
+    /// Called before `len` bytes at `offset` of the file behind `fd` change
+    /// (a write, copy, hole punch): saves the pages it overwrites that were
+    /// durable.
+    pub fn before_write(&self, fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+        let st = platform::stat_fd(fd)?;
+        let mut s = self.state();
+        let s = &mut *s;
+        let file = match s.files.entry(key_of(&st)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let fd = platform::reopen(fd, libc::O_RDWR)
+                    .or_else(|_| platform::reopen(fd, libc::O_RDONLY))?;
+                v.insert(FileUndo {
+                    fd,
+                    durable_size: st.st_size as u64,
+                    pages: BTreeMap::new(),
+                    truncated_to: None,
+                })
+            }
+        };
+        if len == 0 || offset >= file.durable_size {
+            return Ok(());
+        }
+        let last = (offset + len - 1).min(file.durable_size - 1) / PAGE;
+        let mut page = [0u8; PAGE as usize];
+        for p in offset / PAGE..=last {
+            if file.pages.contains_key(&p) {
+                continue;
+            }
+            let n = platform::pread(file.fd.as_fd(), &mut page, p * PAGE)?;
+            page[n..].fill(0);
+            let slot = s.free.pop().unwrap_or_else(|| {
+                s.slots += 1;
+                s.slots - 1
+            });
+            platform::pwrite(self.undo.as_fd(), &page, slot * PAGE)?;
+            file.pages.insert(p, slot);
+        }
+        Ok(())
+    }
+
+    /// Called before the file behind `fd` is truncated to `size`.
+    pub fn before_truncate(&self, fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+        self.before_write(fd, size, u64::MAX / 2 - size)?;
+        let st = platform::stat_fd(fd)?;
+        if size < st.st_size as u64
+            && let Some(f) = self.state().files.get_mut(&key_of(&st))
+        {
+            f.truncated_to = Some(f.truncated_to.map_or(size, |t| t.min(size)));
+        }
+        Ok(())
+    }
+
+    /// The file behind `fd` was synced: all of it is durable now.
+    pub fn file_synced(&self, fd: BorrowedFd<'_>) {
+        let Ok(st) = platform::stat_fd(fd) else {
+            return;
+        };
+        let mut s = self.state();
+        if let Some(f) = s.files.remove(&key_of(&st)) {
+            s.free.extend(f.pages.into_values());
+        }
+    }
+
+    /// The directory behind `fd` was synced: the changes it holds are durable.
+    pub fn dir_synced(&self, fd: BorrowedFd<'_>) {
+        let Ok(st) = platform::stat_fd(fd) else {
+            return;
+        };
+        let key = key_of(&st);
+        let mut s = self.state();
+        let mut done = Vec::new();
+        s.log.retain_mut(|r| {
+            if r.home() == key {
+                if let Some(Victim::Grave(g)) = r.victim() {
+                    done.push(g.clone());
+                }
+                false
+            } else {
+                true
+            }
+        });
+        drop(s);
+        for g in done {
+            if let Err(e) = platform::unlink_at(self.graves.as_fd(), &g, false) {
+                warn("freeing a graveyard entry", &e);
+            }
+        }
+    }
+
+    fn keep(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Victim>> {
+        let st = match platform::stat_at(dir, name) {
+            Ok(st) => st,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return Ok(Some(Victim::Dir {
+                mode: st.st_mode & 0o7777,
+                uid: st.st_uid,
+                gid: st.st_gid,
+            }));
+        }
+        let grave = CString::new(format!(
+            "{}",
+            self.next_grave.fetch_add(1, Ordering::Relaxed)
+        ))
+        .map_err(io::Error::other)?;
+        let fd = platform::open_path_at(dir, name)?;
+        platform::link_fd(fd.as_fd(), self.graves.as_fd(), &grave)?;
+        Ok(Some(Victim::Grave(grave)))
+    }
+
+    /// Keeps what `change` is about to remove or replace.
+    pub fn prepare(&self, change: Change<'_>) -> io::Result<Prepared> {
+        let victim = match change {
+            Change::Create { .. } => None,
+            Change::Remove { dir, name } => self.keep(dir, name)?,
+            Change::Rename {
+                to, to_name, flags, ..
+            } => {
+                if flags & (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+                    None
+                } else {
+                    self.keep(to, to_name)?
+                }
+            }
+        };
+        Ok(Prepared { victim })
+    }
+
+    fn dir_key(s: &mut State, fd: BorrowedFd<'_>) -> io::Result<Key> {
+        let key = key_of(&platform::stat_fd(fd)?);
+        if let std::collections::hash_map::Entry::Vacant(v) = s.dirs.entry(key) {
+            v.insert(platform::reopen(fd, libc::O_PATH)?);
+        }
+        Ok(key)
+    }
+
+    /// Records a change that succeeded (or, if `ok` is false, drops what
+    /// was kept for it).
+    pub fn record(&self, change: Change<'_>, prep: Prepared, ok: bool) {
+        if !ok {
+            if let Some(Victim::Grave(g)) = prep.victim {
+                let _ = platform::unlink_at(self.graves.as_fd(), &g, false);
+            }
+            return;
+        }
+        let mut s = self.state();
+        let rec = (|| -> io::Result<Record> {
+            Ok(match change {
+                Change::Create { dir, name } => Record::Created {
+                    dir: Self::dir_key(&mut s, dir)?,
+                    name: name.to_owned(),
+                },
+                Change::Remove { dir, name } => Record::Removed {
+                    dir: Self::dir_key(&mut s, dir)?,
+                    name: name.to_owned(),
+                    victim: prep.victim,
+                },
+                Change::Rename {
+                    from,
+                    from_name,
+                    to,
+                    to_name,
+                    flags,
+                } => Record::Renamed {
+                    from: Self::dir_key(&mut s, from)?,
+                    from_name: from_name.to_owned(),
+                    to: Self::dir_key(&mut s, to)?,
+                    to_name: to_name.to_owned(),
+                    victim: prep.victim,
+                    exchange: flags & libc::RENAME_EXCHANGE != 0,
+                },
+            })
+        })();
+        match rec {
+            Ok(r) => s.log.push(r),
+            Err(e) => {
+                warn("recording a directory change", &e);
+            }
+        }
+    }
+
+    fn path_of(&self, fd: BorrowedFd<'_>) -> String {
+        let p = platform::fd_path(fd).unwrap_or_default();
+        let rel = p.strip_prefix(self.root_path.as_slice()).unwrap_or(&p);
+        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+        String::from_utf8_lossy(rel).into_owned()
+    }
+
+    /// What a power cut now would lose: per file, per directory change.
+    pub fn report(&self) -> serde_json::Value {
+        let s = self.state();
+        let mut files: Vec<serde_json::Value> = s
+            .files
+            .values()
+            .map(|f| {
+                let size = platform::stat_fd(f.fd.as_fd()).map_or(0, |st| st.st_size as u64);
+                serde_json::json!({
+                    "path": self.path_of(f.fd.as_fd()),
+                    "durable_size": f.durable_size,
+                    "size": size,
+                    "overwritten_pages": f.pages.len(),
+                    "unsynced_bytes": (f.pages.len() as u64 * PAGE).min(f.durable_size)
+                        + size.saturating_sub(f.durable_size),
+                })
+            })
+            .collect();
+        files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+        let name = |k: &Key, n: &CStr| {
+            let dir = s
+                .dirs
+                .get(k)
+                .map(|fd| self.path_of(fd.as_fd()))
+                .unwrap_or_default();
+            let n = String::from_utf8_lossy(n.to_bytes()).into_owned();
+            if dir.is_empty() {
+                n
+            } else {
+                format!("{dir}/{n}")
+            }
+        };
+        let dirs: Vec<serde_json::Value> = s
+            .log
+            .iter()
+            .map(|r| match r {
+                Record::Created { dir, name: n } => {
+                    serde_json::json!({"op": "create", "path": name(dir, n)})
+                }
+                Record::Removed { dir, name: n, .. } => {
+                    serde_json::json!({"op": "remove", "path": name(dir, n)})
+                }
+                Record::Renamed {
+                    from,
+                    from_name,
+                    to,
+                    to_name,
+                    ..
+                } => serde_json::json!({
+                    "op": "rename",
+                    "from": name(from, from_name),
+                    "path": name(to, to_name),
+                }),
+            })
+            .collect();
+        serde_json::json!({ "files": files, "dir_changes": dirs })
+    }
+
+    /// The simulated power cut. With `end`, every later tracked operation
+    /// fails (the mount is about to go); otherwise tracking starts afresh.
+    pub fn crash(&self, mode: CrashMode, end: bool) -> CrashOutcome {
+        let _g = self.gate.write().expect("crash gate poisoned");
+        let mut s = self.state();
+        let mut out = CrashOutcome::default();
+        let mut rng = match mode {
+            CrashMode::LoseAll => None,
+            CrashMode::Torn(seed) => Some(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+        };
+        let mut coin = move || match &mut rng {
+            None => false,
+            Some(x) => {
+                *x ^= *x >> 12;
+                *x ^= *x << 25;
+                *x ^= *x >> 27;
+                x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 63 == 1
+            }
+        };
+        // Files in a stable order, so a seed always tears the same way.
+        let mut files: Vec<(Key, FileUndo)> = s.files.drain().collect();
+        files.sort_by_key(|(k, _)| *k);
+        for (_, f) in &files {
+            out.files += 1;
+            out.errors += self.roll_back(f, &mut coin, &mut out);
+        }
+        let log = std::mem::take(&mut s.log);
+        for r in log.iter().rev() {
+            out.dir_changes_undone += 1;
+            if let Err(e) = self.undo(&s, r) {
+                out.errors += warn("undoing a directory change", &e);
+            }
+        }
+        s.free.clear();
+        s.slots = 0;
+        if let Err(e) = platform::ftruncate(self.undo.as_fd(), 0) {
+            out.errors += warn("emptying the undo file", &e);
+        }
+        self.empty_graveyard(&mut out);
+        if end {
+            self.crashed.store(true, Ordering::Relaxed);
+            if let Err(e) = remove_tree(self.root.as_fd(), CRASH_DIR) {
+                out.errors += warn("removing the graveyard", &e);
+            }
+        }
+        tracing::info!(
+            "simulated power cut: {} files rolled back ({} pages restored, {} kept), {} directory changes undone, {} errors",
+            out.files,
+            out.pages_restored,
+            out.pages_kept,
+            out.dir_changes_undone,
+            out.errors
+        );
+        out
+    }
+
+    fn roll_back(
+        &self,
+        f: &FileUndo,
+        coin: &mut impl FnMut() -> bool,
+        out: &mut CrashOutcome,
+    ) -> usize {
+        let mut errors = 0;
+        // Torn: a truncation may have reached the disk (metadata is
+        // journaled on its own schedule) while the data written after it
+        // did not. Below `floor` the durable contents stand.
+        let floor = match f.truncated_to {
+            Some(t) if coin() => t,
+            _ => f.durable_size,
+        };
+        let size = match platform::stat_fd(f.fd.as_fd()) {
+            Ok(st) => st.st_size as u64,
+            Err(e) => return errors + warn("reading a file's size", &e),
+        };
+        let mut page = [0u8; PAGE as usize];
+        for (&p, &slot) in &f.pages {
+            if p * PAGE >= floor {
+                continue;
+            }
+            if coin() {
+                out.pages_kept += 1;
+                continue;
+            }
+            let len = (floor - p * PAGE).min(PAGE) as usize;
+            let r = platform::pread(self.undo.as_fd(), &mut page, slot * PAGE)
+                .and_then(|_| platform::pwrite(f.fd.as_fd(), &page[..len], p * PAGE));
+            match r {
+                Ok(_) => out.pages_restored += 1,
+                Err(e) => errors += warn("restoring a page", &e),
+            }
+        }
+        // Pages past the floor: each kept or lost (a hole).
+        let mut keep_to = floor;
+        if size > floor {
+            for p in floor.div_ceil(PAGE)..size.div_ceil(PAGE) {
+                if coin() {
+                    out.pages_kept += 1;
+                    keep_to = size;
+                } else {
+                    let len = (size - p * PAGE).min(PAGE);
+                    let r = platform::fallocate(
+                        f.fd.as_fd(),
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        p * PAGE,
+                        len,
+                    );
+                    if let Err(e) = r {
+                        errors += warn("dropping an unsynced page", &e);
+                    }
+                }
+            }
+        }
+        if size != keep_to {
+            // A size restored past the current end is zero-filled there:
+            // the durable pages beyond it come back from the undo file.
+            if let Err(e) = platform::ftruncate(f.fd.as_fd(), keep_to) {
+                errors += warn("restoring a file's size", &e);
+            }
+        }
+        errors
+    }
+
+    fn dir<'a>(&self, s: &'a State, k: &Key) -> io::Result<BorrowedFd<'a>> {
+        s.dirs
+            .get(k)
+            .map(|fd| fd.as_fd())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))
+    }
+
+    fn restore(&self, victim: &Victim, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+        match victim {
+            Victim::Grave(g) => platform::rename_at(self.graves.as_fd(), g, dir, name, 0),
+            Victim::Dir { mode, uid, gid } => {
+                platform::mkdir_at(dir, name, *mode)?;
+                let fd = platform::open_path_at(dir, name)?;
+                platform::chmod_fd(fd.as_fd(), *mode)?;
+                platform::chown_fd(fd.as_fd(), *uid, *gid)
+            }
+        }
+    }
+
+    fn undo(&self, s: &State, r: &Record) -> io::Result<()> {
+        match r {
+            Record::Created { dir, name } => match remove_tree(self.dir(s, dir)?, name) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                r => r,
+            },
+            Record::Removed { dir, name, victim } => match victim {
+                Some(v) => {
+                    let dir = self.dir(s, dir)?;
+                    let _ = remove_tree(dir, name);
+                    self.restore(v, dir, name)
+                }
+                None => Ok(()),
+            },
+            Record::Renamed {
+                from,
+                from_name,
+                to,
+                to_name,
+                victim,
+                exchange,
+            } => {
+                let (from, to) = (self.dir(s, from)?, self.dir(s, to)?);
+                if *exchange {
+                    return platform::rename_at(
+                        to,
+                        to_name,
+                        from,
+                        from_name,
+                        libc::RENAME_EXCHANGE,
+                    );
+                }
+                platform::rename_at(to, to_name, from, from_name, 0)?;
+                match victim {
+                    Some(v) => self.restore(v, to, to_name),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    fn empty_graveyard(&self, out: &mut CrashOutcome) {
+        match list_names(self.graves.as_fd()) {
+            Ok(names) => {
+                for n in names {
+                    if let Err(e) = remove_tree(self.graves.as_fd(), &n) {
+                        out.errors += warn("emptying the graveyard", &e);
+                    }
+                }
+            }
+            Err(e) => out.errors += warn("listing the graveyard", &e),
+        }
+    }
+
+    /// Ends tracking when the mount goes (without a crash, everything the
+    /// app did stands): the graveyard and its directory are removed.
+    pub fn finish(&self) {
+        let _g = self.gate.write().expect("crash gate poisoned");
+        if let Err(e) = remove_tree(self.root.as_fd(), CRASH_DIR) {
+            warn("removing the graveyard", &e);
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! The durability engine proven with the crash simulator: each strategy and
+//! trigger under a real workload through the mount, a simulated power cut
+//! (`durafs crash`), and an invariant on what the backing store holds
+//! after it. Each claim is also shown failing without the policy (the same
+//! workload under a passthrough policy loses data), so the tests can fail.
+//! Sync counts come from the daemon's own counters (`durafs status`).
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{Mount, durafs_bin, test_root};
+use serde_json::Value;
+
+fn durafs<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(durafs_bin()).args(args).output().unwrap()
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A policy file that lives as long as the test.
+struct PolicyFile(PathBuf);
+
+impl PolicyFile {
+    fn new(toml: &str) -> PolicyFile {
+        let f = tempfile::Builder::new()
+            .prefix("policy")
+            .suffix(".toml")
+            .tempfile_in(test_root())
+            .unwrap();
+        let (_, p) = f.keep().unwrap();
+        fs::write(&p, format!("version = 1\n{toml}")).unwrap();
+        PolicyFile(p)
+    }
+}
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// The plain policy: nothing added to what the app does.
+const PLAIN: &str = "[defaults]\nwrite = \"passthrough\"\nsync = \"on-fsync\"\ndir-sync = false\n";
+
+/// A `--crash-sim` mount under `policy` (the policy's file is kept alive
+/// with the mount).
+fn crash_mount(policy: &str) -> (Mount, PolicyFile) {
+    let p = PolicyFile::new(policy);
+    let m = Mount::with_args(&["--crash-sim", "--policy", p.0.to_str().unwrap()]);
+    (m, p)
+}
+
+/// The simulated power cut; the mount goes away.
+fn crash(m: &Mount) {
+    ok(durafs(&["crash".as_ref(), m.mnt.as_os_str()]));
+    // The daemon exits once the app's last open file on it is closed.
+    assert!(!m.is_mounted(), "still mounted after the crash");
+}
+
+fn fsync_dir(p: &Path) {
+    File::open(p).unwrap().sync_all().unwrap();
+}
+
+fn status(m: &Mount) -> Value {
+    serde_json::from_str(&ok(durafs(&[
+        "status".as_ref(),
+        "--json".as_ref(),
+        m.mnt.as_os_str(),
+    ])))
+    .unwrap()
+}
+
+fn rule(m: &Mount, name: &str) -> Value {
+    status(m)["rules"][name].clone()
+}
+
+fn read(p: &Path) -> Option<Vec<u8>> {
+    fs::read(p).ok()
+}
+
+// --- the model itself -----------------------------------------------------
+
+#[test]
+fn model_keeps_what_was_synced_and_loses_the_rest() {
+    let (m, _p) = crash_mount(PLAIN);
+    fs::write(m.b("old"), b"durable before the mount").unwrap();
+    fs::write(m.b("renamed"), b"renamed without a dir fsync").unwrap();
+    // synced file, synced directory: survives
+    let mut f = File::create(m.m("synced")).unwrap();
+    f.write_all(b"synced data").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    // written, not synced, directory synced: the name stays, the data goes
+    fs::write(m.m("unsynced"), b"never synced").unwrap();
+    fsync_dir(&m.mnt);
+    // created and fsynced, directory not fsynced: disappears
+    let mut f = File::create(m.m("no-dir-sync")).unwrap();
+    f.write_all(b"x").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    // an overwrite of durable data without fsync is undone
+    OpenOptions::new()
+        .write(true)
+        .open(m.m("old"))
+        .unwrap()
+        .write_all(b"OVERWRITTEN")
+        .unwrap();
+    // a rename without a directory fsync is undone
+    fs::rename(m.m("renamed"), m.m("renamed-to")).unwrap();
+    // an unlink without a directory fsync is undone
+    fs::write(m.b("removed"), b"still here").unwrap();
+    fs::remove_file(m.m("removed")).unwrap();
+
+    let report = ok(durafs(&[
+        "crash".as_ref(),
+        "--report".as_ref(),
+        m.mnt.as_os_str(),
+    ]));
+    assert!(report.contains("unsynced: "), "{report}");
+    assert!(report.contains("rename renamed -> renamed-to"), "{report}");
+
+    crash(&m);
+    assert_eq!(read(&m.b("synced")).unwrap(), b"synced data");
+    assert_eq!(read(&m.b("unsynced")).unwrap(), b"");
+    assert!(!m.b("no-dir-sync").exists());
+    assert_eq!(read(&m.b("old")).unwrap(), b"durable before the mount");
+    assert_eq!(
+        read(&m.b("renamed")).unwrap(),
+        b"renamed without a dir fsync"
+    );
+    assert!(!m.b("renamed-to").exists());
+    assert_eq!(read(&m.b("removed")).unwrap(), b"still here");
+    assert!(!m.b(".durafs-crash").exists(), "graveyard left behind");
+}
+
+#[test]
+fn torn_crash_keeps_a_reproducible_subset_of_pages() {
+    let run = |seed: &str| -> Vec<u8> {
+        let (m, _p) = crash_mount(PLAIN);
+        fs::write(m.b("f"), vec![b'o'; 64 * 4096]).unwrap();
+        let mut f = OpenOptions::new().write(true).open(m.m("f")).unwrap();
+        f.write_all(&vec![b'n'; 64 * 4096]).unwrap();
+        drop(f);
+        ok(durafs(&[
+            "crash".as_ref(),
+            "--torn".as_ref(),
+            seed.as_ref(),
+            m.mnt.as_os_str(),
+        ]));
+        assert!(!m.is_mounted());
+        read(&m.b("f")).unwrap()
+    };
+    let a = run("7");
+    let b = run("7");
+    let c = run("8");
+    assert_eq!(a, b, "the same seed must tear the same way");
+    assert_ne!(a, c, "another seed should tear another way");
+    let new_pages = a.chunks(4096).filter(|p| p[0] == b'n').count();
+    assert!(
+        new_pages > 0 && new_pages < 64,
+        "{new_pages} of 64 pages kept"
+    );
+    assert!(
+        a.chunks(4096).all(|p| p.iter().all(|&x| x == p[0])),
+        "a page was torn inside"
+    );
+}
+
+// --- strategies and triggers under a power cut ------------------------------
+
+/// The legacy config rewrite: open(O_TRUNC), write in two parts, close; a
+/// power cut after each step.
+fn config_rewrite_outcomes(policy: &str) -> Vec<Vec<u8>> {
+    let old = b"port = 8080\nname = \"old\"\n".to_vec();
+    let new = b"port = 9090\nname = \"new contents, longer\"\n".to_vec();
+    (0..4)
+        .map(|steps| {
+            let (m, _p) = crash_mount(policy);
+            fs::write(m.b("app.toml"), &old).unwrap();
+            {
+                let f = if steps >= 1 {
+                    Some(File::create(m.m("app.toml")).unwrap())
+                } else {
+                    None
+                };
+                let mut f = f;
+                if steps >= 2 {
+                    f.as_mut().unwrap().write_all(&new[..10]).unwrap();
+                }
+                if steps >= 3 {
+                    f.as_mut().unwrap().write_all(&new[10..]).unwrap();
+                    drop(f.take());
+                }
+                crash(&m);
+            }
+            read(&m.b("app.toml")).unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn atomic_rewrite_is_old_or_new_at_every_step() {
+    let old = b"port = 8080\nname = \"old\"\n".to_vec();
+    let new = b"port = 9090\nname = \"new contents, longer\"\n".to_vec();
+    let outcomes = config_rewrite_outcomes(
+        "[defaults]\nsync = \"on-fsync\"\ndir-sync = false\n[[rule]]\nname = \"configs\"\nmatch = \"**/*.toml\"\nwrite = \"atomic\"\n",
+    );
+    for (i, o) in outcomes.iter().enumerate() {
+        assert!(
+            o == &old || o == &new,
+            "after step {i}: {:?}",
+            String::from_utf8_lossy(o)
+        );
+    }
+    assert_eq!(outcomes[3], new, "a closed rewrite must be durable");
+    // Without the policy the same program can lose the file: a torn crash
+    // (the truncation reached the disk, the data did not) leaves it empty
+    // or partial for some seed; with the policy, for none.
+    let torn = |policy: &str| -> Vec<Vec<u8>> {
+        (1..=6)
+            .map(|seed| {
+                let (m, _p) = crash_mount(policy);
+                fs::write(m.b("app.toml"), &old).unwrap();
+                fs::write(m.m("app.toml"), &new).unwrap();
+                ok(durafs(&[
+                    "crash".as_ref(),
+                    "--torn".as_ref(),
+                    seed.to_string().as_ref(),
+                    m.mnt.as_os_str(),
+                ]));
+                read(&m.b("app.toml")).unwrap_or_default()
+            })
+            .collect()
+    };
+    let plain = torn(PLAIN);
+    assert!(
+        plain.iter().any(|o| o != &old && o != &new),
+        "passthrough kept old-or-new under every torn crash: {plain:?}"
+    );
+    for o in torn("[defaults]\nwrite = \"atomic\"\ndir-sync = false\n") {
+        assert!(
+            o == old || o == new,
+            "torn atomic rewrite: {:?}",
+            String::from_utf8_lossy(&o)
+        );
+    }
+}
+
+fn appended_records(policy: &str) -> usize {
+    let (m, _p) = crash_mount(policy);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(m.m("journal"))
+        .unwrap();
+    for i in 0..100 {
+        f.write_all(format!("record {i:04}\n").as_bytes()).unwrap();
+    }
+    crash(&m);
+    drop(f);
+    let data = read(&m.b("journal")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&data);
+    text.lines()
+        .enumerate()
+        .take_while(|(i, l)| *l == format!("record {i:04}"))
+        .count()
+}
+
+#[test]
+fn always_makes_every_acknowledged_write_durable() {
+    assert_eq!(
+        appended_records("[defaults]\nsync = \"always\"\ndir-sync = true\n"),
+        100
+    );
+    assert_eq!(appended_records(PLAIN), 0);
+}
+
+fn created_and_closed(policy: &str) -> Option<Vec<u8>> {
+    let (m, _p) = crash_mount(policy);
+    fs::create_dir(m.b("d")).unwrap();
+    fs::write(m.m("d/new.dat"), b"contents written then closed").unwrap();
+    crash(&m);
+    read(&m.b("d/new.dat"))
+}
+
+#[test]
+fn on_close_with_dir_sync_keeps_a_created_file() {
+    assert_eq!(
+        created_and_closed("[defaults]\nsync = \"on-close\"\ndir-sync = true\n").as_deref(),
+        Some(&b"contents written then closed"[..])
+    );
+    assert_eq!(created_and_closed(PLAIN), None);
+}
+
+fn rename_over(policy: &str) -> Vec<u8> {
+    let (m, _p) = crash_mount(policy);
+    fs::write(m.b("state"), b"old state").unwrap();
+    let mut f = File::create(m.m("state.tmp")).unwrap();
+    f.write_all(b"new state").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    fs::rename(m.m("state.tmp"), m.m("state")).unwrap();
+    crash(&m);
+    read(&m.b("state")).unwrap()
+}
+
+#[test]
+fn dir_sync_makes_a_rename_over_durable() {
+    assert_eq!(rename_over("[defaults]\ndir-sync = true\n"), b"new state");
+    assert_eq!(rename_over(PLAIN), b"old state");
+}
+
+fn written_then_waited(policy: &str) -> Vec<u8> {
+    let (m, _p) = crash_mount(policy);
+    fs::write(m.b("log"), b"").unwrap();
+    let mut f = OpenOptions::new().append(true).open(m.m("log")).unwrap();
+    f.write_all(b"line one\n").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    crash(&m);
+    drop(f);
+    read(&m.b("log")).unwrap()
+}
+
+#[test]
+fn interval_flushes_within_the_interval() {
+    assert_eq!(
+        written_then_waited("[defaults]\nwrite = \"append\"\nsync = { interval = \"50ms\" }\n"),
+        b"line one\n"
+    );
+    assert_eq!(written_then_waited(PLAIN), b"");
+}
+
+// --- exactly the syncs each trigger should issue ----------------------------
+
+#[test]
+fn on_close_syncs_once_per_close_not_per_write() {
+    let (m, _p) = crash_mount("[defaults]\nsync = \"on-close\"\ndir-sync = false\n");
+    // In a process of its own: a test thread forking elsewhere in this
+    // process would close inherited copies of our fds at exec, and each
+    // such close is a close (FLUSH) that syncs.
+    let f = m.m("f");
+    let dd = Command::new("dd")
+        .args(["if=/dev/zero", "bs=100", "count=50", "status=none"])
+        .arg(format!("of={}", f.display()))
+        .status()
+        .unwrap();
+    assert!(dd.success());
+    let r = rule(&m, "defaults");
+    // (the kernel splits a write that crosses a page boundary in two)
+    assert!(r["writes"].as_u64().unwrap() >= 50, "{r}");
+    assert_eq!(r["durafs_syncs"], 1, "{r}");
+    // A close with nothing written since the last sync syncs nothing.
+    let sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3>>'{}'", f.display()))
+        .status()
+        .unwrap();
+    assert!(sh.success());
+    assert_eq!(rule(&m, "defaults")["durafs_syncs"], 1);
+}
+
+#[test]
+fn always_shares_flushes_between_concurrent_writers() {
+    let (m, _p) = crash_mount("[defaults]\nsync = \"always\"\ndir-sync = false\n");
+    let f = std::sync::Arc::new(File::create(m.m("shared")).unwrap());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                use std::os::unix::fs::FileExt;
+                for i in 0..50u64 {
+                    f.write_all_at(&[t as u8; 512], (t * 50 + i) * 512).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let r = rule(&m, "defaults");
+    assert_eq!(r["writes"], 400);
+    assert_eq!(r["sync_requests"], 400);
+    let syncs = r["durafs_syncs"].as_u64().unwrap();
+    assert!((1..400).contains(&syncs), "no flush was shared: {r}");
+}
+
+#[test]
+fn never_drops_app_syncs_and_on_fsync_upgrades_them() {
+    let (m, _p) = crash_mount(
+        "[defaults]\nsync = \"on-fsync\"\nmethod = \"full\"\ndir-sync = false\n[[rule]]\nname = \"scratch\"\nmatch = \"tmp/**\"\nsync = \"never\"\n",
+    );
+    fs::create_dir(m.m("tmp")).unwrap();
+    let f = File::create(m.m("tmp/x")).unwrap();
+    let before = status(&m)["syncs"].clone();
+    f.sync_data().unwrap();
+    f.sync_all().unwrap();
+    let after = status(&m)["syncs"].clone();
+    assert_eq!(before, after, "a dropped sync reached the disk");
+    assert_eq!(rule(&m, "scratch")["dropped_syncs"], 2);
+
+    let g = File::create(m.m("kept")).unwrap();
+    let before = status(&m)["syncs"].clone();
+    g.sync_data().unwrap();
+    let after = status(&m)["syncs"].clone();
+    assert_eq!(
+        after["fsync"].as_u64().unwrap(),
+        before["fsync"].as_u64().unwrap() + 1
+    );
+    assert_eq!(after["fdatasync"], before["fdatasync"]);
+}
+
+// --- failures ---------------------------------------------------------------
+
+#[test]
+fn fsync_eio_reaches_the_app_and_sticks_until_reopened() {
+    let (m, _p) = crash_mount(PLAIN);
+    let mut f = File::create(m.m("db")).unwrap();
+    f.write_all(b"page").unwrap();
+    ok(durafs(&[
+        "fault".as_ref(),
+        "add".as_ref(),
+        m.mnt.as_os_str(),
+        "op=fsync errno=EIO glob=db count=1".as_ref(),
+    ]));
+    assert_eq!(f.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    // The fault is spent, but the data the failed sync covered may be
+    // gone: the file stays failed.
+    assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(libc::EIO));
+    let list = ok(durafs(&[
+        "fault".as_ref(),
+        "list".as_ref(),
+        m.mnt.as_os_str(),
+    ]));
+    assert!(list.contains("hits 1"), "{list}");
+    drop(f);
+    let g = OpenOptions::new().write(true).open(m.m("db")).unwrap();
+    g.sync_all().unwrap();
+}
+
+#[test]
+fn enospc_on_write_reaches_the_app_and_leaves_the_file_consistent() {
+    let (m, _p) = crash_mount(PLAIN);
+    let mut f = File::create(m.m("out")).unwrap();
+    f.write_all(b"first ").unwrap();
+    ok(durafs(&[
+        "fault".as_ref(),
+        "add".as_ref(),
+        m.mnt.as_os_str(),
+        "op=write errno=ENOSPC count=1".as_ref(),
+    ]));
+    assert_eq!(
+        f.write_all(b"second").unwrap_err().raw_os_error(),
+        Some(libc::ENOSPC)
+    );
+    f.write_all(b"third").unwrap();
+    drop(f);
+    assert_eq!(read(&m.b("out")).unwrap(), b"first third");
+}
+
+// --- the strategies' visible behaviour ---------------------------------------
+
+const ATOMIC: &str = "[defaults]\nwrite = \"atomic\"\n";
+
+#[test]
+fn atomic_stage_is_invisible_until_close() {
+    let (m, _p) = crash_mount(ATOMIC);
+    fs::write(m.m("cfg"), b"old").unwrap();
+    let ino = fs::metadata(m.m("cfg")).unwrap().ino();
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.m("cfg"))
+        .unwrap();
+    w.write_all(b"brand new").unwrap();
+    // Another open sees the old contents, and no stage shows anywhere.
+    assert_eq!(fs::read(m.m("cfg")).unwrap(), b"old");
+    let names: Vec<_> = fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["cfg".to_string()]);
+    assert!(
+        fs::read_dir(&m.backing).unwrap().count() > 1,
+        "no stage in the backing dir"
+    );
+    drop(w);
+    assert_eq!(fs::read(m.m("cfg")).unwrap(), b"brand new");
+    assert_eq!(
+        fs::metadata(m.m("cfg")).unwrap().ino(),
+        ino,
+        "st_ino changed"
+    );
+    // (one for the first write of the file, one for the rewrite)
+    assert_eq!(rule(&m, "defaults")["atomic_commits"], 2);
+    // Reading back through a read-write open sees the staged bytes.
+    let mut rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.m("cfg"))
+        .unwrap();
+    rw.write_all(b"BRAND").unwrap();
+    let mut s = String::new();
+    use std::io::Seek;
+    rw.seek(std::io::SeekFrom::Start(0)).unwrap();
+    rw.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "BRAND new");
+    drop(rw);
+    assert_eq!(fs::read(m.m("cfg")).unwrap(), b"BRAND new");
+    assert!(
+        File::create(m.m(".durafs-stage.mine")).is_err(),
+        "a reserved name was created through the mount"
+    );
+}
+
+#[test]
+fn atomic_falls_back_to_in_place_for_hard_links() {
+    let (m, _p) = crash_mount(ATOMIC);
+    fs::write(m.m("a"), b"one").unwrap();
+    fs::hard_link(m.m("a"), m.m("b")).unwrap();
+    fs::write(m.m("a"), b"two").unwrap();
+    assert_eq!(
+        fs::read(m.m("b")).unwrap(),
+        b"two",
+        "the hard link was broken"
+    );
+    assert_eq!(fs::metadata(m.b("a")).unwrap().nlink(), 2);
+}
+
+#[test]
+fn append_preallocates_ahead_and_trims_at_close() {
+    let (m, _p) = crash_mount("[defaults]\nwrite = \"append\"\npreallocate = \"8MiB\"\n");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(m.m("log"))
+        .unwrap();
+    for _ in 0..16 {
+        f.write_all(&[b'x'; 4096]).unwrap();
+    }
+    let open = fs::metadata(m.b("log")).unwrap();
+    assert_eq!(
+        open.len(),
+        16 * 4096,
+        "the visible size is what was written"
+    );
+    assert!(
+        open.blocks() * 512 >= 8 << 20,
+        "not preallocated: {} blocks",
+        open.blocks()
+    );
+    drop(f);
+    let closed = fs::metadata(m.b("log")).unwrap();
+    assert_eq!(closed.len(), 16 * 4096);
+    assert!(
+        closed.blocks() * 512 < 1 << 20,
+        "tail not released: {} blocks",
+        closed.blocks()
+    );
+}
+
+#[test]
+fn direct_writes_keep_unaligned_neighbours_intact() {
+    let (m, _p) = crash_mount("[defaults]\nwrite = \"direct\"\n");
+    let f = std::sync::Arc::new(
+        OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(m.m("d"))
+            .unwrap(),
+    );
+    // Eight writers, 100-byte records: many share a sector with another's.
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                use std::os::unix::fs::FileExt;
+                for i in 0..40u64 {
+                    let rec = i * 8 + t;
+                    f.write_all_at(&[b'a' + t as u8; 100], rec * 100).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut got = Vec::new();
+    (&*f).read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 320 * 100);
+    for (rec, chunk) in got.chunks(100).enumerate() {
+        let want = b'a' + (rec % 8) as u8;
+        assert!(chunk.iter().all(|&c| c == want), "record {rec} torn");
+    }
+    assert_eq!(fs::read(m.b("d")).unwrap(), got);
+}
