@@ -1,13 +1,15 @@
 //! Metadata and small-file jobs for scripts/bench.sh, run against any
 //! directory (a durafs mount, the native backing dir, a bindfs mount):
 //!
-//! `fsbench create|stat|unlink|replace DIR N` prints `JOB OPS_PER_SEC`.
+//! `fsbench create|stat|unlink|replace|rewrite DIR N` prints `JOB OPS_PER_SEC`.
 //!
 //! - create: create N files of 100 bytes (open O_CREAT, write, close)
 //! - stat: stat each of them
 //! - unlink: unlink each of them
 //! - replace: N times write-tmp + fsync + rename over + fsync(dir), the
 //!   by-hand crash-safe replace
+//! - rewrite: N times open(O_TRUNC) + write + close of one file, the naive
+//!   rewrite a legacy app does (crash-safe only under an atomic policy)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -23,7 +25,7 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     if args.len() != 3 {
-        eprintln!("usage: fsbench create|stat|unlink|replace DIR N");
+        eprintln!("usage: fsbench create|stat|unlink|replace|rewrite DIR N");
         std::process::exit(2);
     }
     let (job, dir, n) = (
@@ -66,6 +68,13 @@ fn main() {
                 f.sync_all().expect("fsync");
                 fs::rename(&tmp, &target).expect("rename");
                 d.sync_all().expect("fsync dir");
+            }
+        }
+        "rewrite" => {
+            let target = dir.join("config");
+            for i in 0..n {
+                let mut f = File::create(&target).expect("open");
+                writeln!(f, "version {i}").expect("write");
             }
         }
         other => {

@@ -106,3 +106,71 @@ echo
 echo "daemon RSS after looking up $found of $rssfiles files: $((rss / 1024)) MiB ($fds fds held; fd limit $limit)"
 [ "$found" -eq "$rssfiles" ] || echo "  (some lookups failed: see the daemon log)"
 umount "$work/rss-mnt"; wait $pid || true
+
+# ---------------------------------------------------------------------------
+# Durability: each policy against its natural rival, in one run.
+#  - sync=always: the app writes plainly through durafs; natively it does
+#    write+fdatasync itself; and ext4 mounted -o sync,dirsync on a loop device.
+#  - write=atomic: the app rewrites with O_TRUNC+write+close through durafs;
+#    natively it does tmp+fsync+rename+dir-fsync by hand.
+#  - write=append + sync=interval: a 4 KiB append stream, vs native buffered.
+#  - --crash-sim: its overhead over plain passthrough on the same jobs.
+pol=$work/policies; mkdir -p "$pol"
+printf 'version = 1\n[defaults]\nsync = "always"\ndir-sync = true\n' > "$pol/always.toml"
+printf 'version = 1\n[defaults]\nwrite = "atomic"\n' > "$pol/atomic.toml"
+printf 'version = 1\n[defaults]\nwrite = "append"\npreallocate = "16MiB"\nsync = { interval = "200ms" }\n' > "$pol/append.toml"
+for p in always atomic append crash; do mkdir -p "$work/d-$p-backing" "$work/d-$p"; done
+"$bin" mount --policy "$pol/always.toml" "$work/d-always-backing" "$work/d-always" 2>/dev/null
+"$bin" mount --policy "$pol/atomic.toml" "$work/d-atomic-backing" "$work/d-atomic" 2>/dev/null
+"$bin" mount --policy "$pol/append.toml" "$work/d-append-backing" "$work/d-append" 2>/dev/null
+"$bin" mount --crash-sim --policy policies/passthrough.toml "$work/d-crash-backing" "$work/d-crash" 2>/dev/null
+truncate -s 2G "$work/ext4sync.img"
+mkfs.ext4 -q -F "$work/ext4sync.img"
+mkdir -p "$work/ext4sync"
+mount -o loop,sync,dirsync "$work/ext4sync.img" "$work/ext4sync"
+cleanup_durability() {
+  for m in d-always d-atomic d-append d-crash ext4sync; do
+    mountpoint -q "$work/$m" 2>/dev/null && umount -l "$work/$m"
+  done
+  cleanup
+}
+trap cleanup_durability EXIT
+
+fio4k() { # dir name jobs extra...
+  local dir=$1 name=$2 jobs=$3; shift 3
+  fio_run "$dir" "$name" iops --rw=randwrite --bs=4k --size=64M --numjobs="$jobs" \
+    --time_based --runtime=$runtime --ioengine=psync --group_reporting "$@"
+  rm -f "$dir/$name"*
+}
+row() { # label unit durafs rival rival-name
+  python3 -c "print('%-44s %-6s %10s %10s   %6.2fx  (vs %s)' % ('$1', '$2', '$3', '$4', $3/$4, '$5'))"
+}
+echo
+echo "durability rows (durafs with the policy vs its rival; ratio > 1: durafs faster)"
+for jobs in 1 4; do
+  a=$(fio4k "$work/d-always" al$jobs $jobs)
+  n=$(fio4k "$work/native" al$jobs $jobs --fdatasync=1)
+  e=$(fio4k "$work/ext4sync" al$jobs $jobs)
+  row "sync=always, $jobs writer(s), 4 KiB writes" IOPS "$a" "$n" "native write+fdatasync"
+  row "sync=always, $jobs writer(s), 4 KiB writes" IOPS "$a" "$e" "ext4 -o sync,dirsync"
+done
+a=$("$fsbench" rewrite "$work/d-atomic" 500 | awk '{print $2}')
+n=$("$fsbench" replace "$work/native" 500 | awk '{print $2}')
+rm -f "$work/native/config"*
+row "write=atomic: O_TRUNC rewrite vs by-hand" ops/s "$a" "$n" "native tmp+fsync+rename+dir-fsync"
+a=$(fio_run "$work/d-append" app bw --rw=write --bs=4k --size=256M --ioengine=psync)
+n=$(fio_run "$work/native" app bw --rw=write --bs=4k --size=256M --ioengine=psync)
+rm -f "$work/d-append/app"* "$work/native/app"*
+row "write=append, interval 200ms, 4 KiB stream" MiB/s "$a" "$n" "native buffered"
+for j in seqw create; do
+  case $j in
+    seqw) c=$(fio_run "$work/d-crash" seqw bw --rw=write --bs=1M --size=$seqsize --end_fsync=1 --ioengine=psync)
+          p=$(fio_run "$work/durafs" seqw bw --rw=write --bs=1M --size=$seqsize --end_fsync=1 --ioengine=psync)
+          rm -f "$work/d-crash/seqw"* "$work/durafs/seqw"*; u=MiB/s; l="1 MiB sequential write (+fsync)";;
+    create) mkdir -p "$work/d-crash/meta" "$work/durafs/meta"
+          c=$("$fsbench" create "$work/d-crash/meta" $nfiles | awk '{print $2}')
+          p=$("$fsbench" create "$work/durafs/meta" $nfiles | awk '{print $2}')
+          rm -rf "$work/d-crash/meta" "$work/durafs/meta"; u=ops/s; l="create $nfiles small files";;
+  esac
+  row "--crash-sim: $l" "$u" "$c" "$p" "durafs passthrough"
+done
