@@ -622,12 +622,18 @@ impl Engine {
             }
             None => {}
         }
+        // The stage is made before entering the crash gate: making it
+        // enters the gate itself, and a read lock taken twice can deadlock
+        // against a waiting crash.
+        let stage = if w.atomic() {
+            self.stage(w, own, true)?
+        } else {
+            None
+        };
         let n = {
             let _g = self.core.gate()?;
             let len = data.len() as u64;
-            if w.atomic()
-                && let Some(stage) = self.stage(w, own, true)?
-            {
+            if let Some(stage) = stage {
                 self.before_modify_locked(stage.as_fd(), offset, len)?;
                 platform::pwrite(stage.as_fd(), data, offset)?
             } else if let Some(d) = &w.direct {
