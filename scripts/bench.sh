@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
-command -v fio >/dev/null && command -v bindfs >/dev/null || bash scripts/setup.sh >/dev/null
+command -v fio >/dev/null && command -v bindfs >/dev/null && command -v mkfs.ext4 >/dev/null || bash scripts/setup.sh >/dev/null
 cargo build --release --quiet
 cargo bench --bench fsbench --no-run --quiet 2>/dev/null
 bin=$PWD/target/release/durafs

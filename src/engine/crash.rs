@@ -184,22 +184,31 @@ fn warn(what: &str, e: &io::Error) -> usize {
     1
 }
 
-/// The names in the directory behind `fd` (without `.` and `..`).
-fn list_names(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+/// The entries of the directory behind `fd` (which may be an `O_PATH` fd),
+/// without `.` and `..`.
+pub(super) fn list_entries(fd: BorrowedFd<'_>) -> io::Result<Vec<platform::DirEntry>> {
     let fd = platform::reopen(fd, libc::O_RDONLY | libc::O_DIRECTORY)?;
     let mut buf = vec![0u8; 32 << 10];
-    let mut names = Vec::new();
+    let mut all = Vec::new();
     loop {
         let entries = platform::getdents(fd.as_fd(), &mut buf)?;
         if entries.is_empty() {
-            return Ok(names);
+            return Ok(all);
         }
-        for e in entries {
-            if e.name != b"." && e.name != b".." {
-                names.push(CString::new(e.name).map_err(io::Error::other)?);
-            }
-        }
+        all.extend(
+            entries
+                .into_iter()
+                .filter(|e| e.name != b"." && e.name != b".."),
+        );
     }
+}
+
+/// The names in the directory behind `fd`.
+fn list_names(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    list_entries(fd)?
+        .into_iter()
+        .map(|e| CString::new(e.name).map_err(io::Error::other))
+        .collect()
 }
 
 /// Removes `name` in `dir`, whatever it is (a directory with its contents).
@@ -517,17 +526,9 @@ impl CrashSim {
         let mut out = CrashOutcome::default();
         let mut rng = match mode {
             CrashMode::LoseAll => None,
-            CrashMode::Torn(seed) => Some(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            CrashMode::Torn(seed) => Some(super::SeededRng::new(seed)),
         };
-        let mut coin = move || match &mut rng {
-            None => false,
-            Some(x) => {
-                *x ^= *x >> 12;
-                *x ^= *x << 25;
-                *x ^= *x >> 27;
-                x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 63 == 1
-            }
-        };
+        let mut coin = move || rng.as_mut().is_some_and(|r| r.next() >> 63 == 1);
         // Files in a stable order, so a seed always tears the same way.
         let mut files: Vec<(Key, FileUndo)> = s.files.drain().collect();
         files.sort_by_key(|(k, _)| *k);

@@ -111,7 +111,7 @@ struct Fault {
     /// hits left (None: unlimited)
     left: Option<u64>,
     probability: f64,
-    rng: u64,
+    rng: super::SeededRng,
     hits: u64,
 }
 
@@ -127,7 +127,7 @@ impl Fault {
             delay: None,
             left: None,
             probability: 1.0,
-            rng: 0x9e37_79b9_7f4a_7c15,
+            rng: super::SeededRng::new(1),
             hits: 0,
         };
         let mut op_given = false;
@@ -164,7 +164,7 @@ impl Fault {
                 }
                 "seed" => {
                     let s: u64 = v.parse().map_err(|_| format!("bad seed `{v}`"))?;
-                    f.rng = s.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                    f.rng = super::SeededRng::new(s);
                 }
                 _ => {
                     return Err(format!(
@@ -189,11 +189,8 @@ impl Fault {
         if self.probability >= 1.0 {
             return true;
         }
-        // xorshift64*: reproducible for a given seed
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let x = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
+        // reproducible for a given seed
+        let x = self.rng.next() >> 11;
         (x as f64 / (1u64 << 53) as f64) < self.probability
     }
 

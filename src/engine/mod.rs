@@ -86,6 +86,24 @@ impl SyncKind {
     }
 }
 
+/// xorshift64*: the seeded generator behind torn crashes and fault
+/// probabilities, so a seed always gives the same sequence.
+#[derive(Debug, Clone)]
+pub(crate) struct SeededRng(u64);
+
+impl SeededRng {
+    pub(crate) fn new(seed: u64) -> SeededRng {
+        SeededRng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
 }
@@ -1081,32 +1099,20 @@ fn split_path(p: &[u8]) -> (&[u8], &[u8]) {
 /// Removes atomic stages under `dir` that are not this mount's (`mine` is
 /// its name prefix); returns how many went.
 fn clean_stages(dir: BorrowedFd<'_>, mine: &[u8], depth: usize) -> usize {
-    let Ok(fd) = platform::reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY) else {
+    let Ok(names) = crash::list_entries(dir) else {
         return 0;
     };
-    let mut buf = vec![0u8; 32 << 10];
-    let mut names = Vec::new();
-    while let Ok(entries) = platform::getdents(fd.as_fd(), &mut buf) {
-        if entries.is_empty() {
-            break;
-        }
-        names.extend(
-            entries
-                .into_iter()
-                .filter(|e| e.name != b"." && e.name != b".."),
-        );
-    }
     let mut n = 0;
     for e in names {
         let Ok(name) = CString::new(e.name.clone()) else {
             continue;
         };
         if e.name.starts_with(b".durafs-stage.") && !e.name.starts_with(mine) {
-            if platform::unlink_at(fd.as_fd(), &name, false).is_ok() {
+            if platform::unlink_at(dir, &name, false).is_ok() {
                 n += 1;
             }
         } else if e.kind == libc::DT_DIR && depth < 64 && !e.name.starts_with(HIDDEN_PREFIX) {
-            if let Ok(sub) = platform::open_path_at(fd.as_fd(), &name) {
+            if let Ok(sub) = platform::open_path_at(dir, &name) {
                 n += clean_stages(sub.as_fd(), mine, depth + 1);
             }
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::handle::FileHandle;
 use super::{Caller, Entry, PassthroughFs, errno};
-use crate::engine::{Change, KernelIo, Repoint};
+use crate::engine::{KernelIo, Repoint};
 use crate::platform::{self, cstring};
 use crate::policy::{FilePolicy, SyncTrigger, WriteStrategy};
 
@@ -113,22 +113,9 @@ impl PassthroughFs {
         // opening one that exists is not. O_EXCL first tells them apart.
         let mut fd = None;
         for _ in 0..3 {
-            let made = self.engine.change(
-                Change::Create {
-                    dir: dir_fd.as_fd(),
-                    name: &cname,
-                },
-                || self.child_path(dir_fd.as_fd(), name),
-                || {
-                    let _creds = self.as_caller(caller)?;
-                    platform::open_at(
-                        dir_fd.as_fd(),
-                        &cname,
-                        open_flags | libc::O_CREAT | libc::O_EXCL,
-                        mode,
-                    )
-                },
-            );
+            let made = self.make_entry(caller, dir_fd.as_fd(), name, &cname, |dir, n| {
+                platform::open_at(dir, n, open_flags | libc::O_CREAT | libc::O_EXCL, mode)
+            });
             match made {
                 Ok(f) => {
                     fd = Some(f);

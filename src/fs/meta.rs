@@ -151,17 +151,7 @@ impl PassthroughFs {
         let dir_fd = dir.fd()?;
         self.refuse_hidden(name)?;
         let cname = cstring(name)?;
-        self.engine.change(
-            Change::Create {
-                dir: dir_fd.as_fd(),
-                name: &cname,
-            },
-            || self.child_path(dir_fd.as_fd(), name),
-            || {
-                let _creds = self.as_caller(caller)?;
-                make(dir_fd.as_fd(), &cname)
-            },
-        )?;
+        self.make_entry(caller, dir_fd.as_fd(), name, &cname, make)?;
         let fd = platform::open_path_at(dir_fd.as_fd(), &cname)?;
         self.entry_from_path_fd(fd)
     }
@@ -221,17 +211,9 @@ impl PassthroughFs {
         let dir_fd = dir.fd()?;
         self.refuse_hidden(newname)?;
         let cname = cstring(newname)?;
-        self.engine.change(
-            Change::Create {
-                dir: dir_fd.as_fd(),
-                name: &cname,
-            },
-            || self.child_path(dir_fd.as_fd(), newname),
-            || {
-                let _creds = self.as_caller(caller)?;
-                platform::link_fd(inode_fd.as_fd(), dir_fd.as_fd(), &cname)
-            },
-        )?;
+        self.make_entry(caller, dir_fd.as_fd(), newname, &cname, |dir, n| {
+            platform::link_fd(inode_fd.as_fd(), dir, n)
+        })?;
         let st = platform::stat_fd(inode_fd.as_fd())?;
         let entry = match self.inodes.ref_existing(&st) {
             Some(i) => self.entry_of(&i, st),
@@ -298,6 +280,27 @@ impl PassthroughFs {
             || {
                 let _creds = self.as_caller(caller)?;
                 platform::rename_at(from_fd.as_fd(), &cname, to_fd.as_fd(), &cnew, flags)
+            },
+        )
+    }
+
+    /// Runs `make`, which makes `name` (`cname`) in the directory behind
+    /// `dir`, as the caller: a directory change the engine tracks (crash
+    /// simulation) and syncs (`dir-sync`).
+    pub(crate) fn make_entry<R>(
+        &self,
+        caller: &Caller,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        cname: &std::ffi::CStr,
+        make: impl FnOnce(BorrowedFd<'_>, &std::ffi::CStr) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.engine.change(
+            Change::Create { dir, name: cname },
+            || self.child_path(dir, name),
+            || {
+                let _creds = self.as_caller(caller)?;
+                make(dir, cname)
             },
         )
     }

@@ -210,17 +210,18 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
     if pid == 0 {
         return Vec::new();
     }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    parse_groups(&status)
+    proc_status(pid).map_or_else(Vec::new, |s| parse_groups(&s))
+}
+
+/// /proc/PID/status of thread or process `pid`, if it is still there.
+fn proc_status(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
 }
 
 /// The process (thread group) that thread `pid` belongs to; `pid` itself
 /// when /proc cannot tell.
 pub(crate) fn tgid(pid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
+    proc_status(pid)
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("Tgid:"))
