@@ -257,6 +257,19 @@ fn render_status(v: &serde_json::Value) -> String {
             "off"
         }
     );
+    if let Some(io) = v["io_uring"].as_str() {
+        let _ = writeln!(out, "  durable IO   {io}");
+    }
+    if let Some(m) = v["metrics"].as_str() {
+        let _ = writeln!(out, "  metrics      {m}");
+    }
+    if v["crash_sim"] == true {
+        let _ = writeln!(
+            out,
+            "  crash sim    on (`durafs crash --report {}` shows what a power cut would lose)",
+            s("mountpoint")
+        );
+    }
     let open = v["open_files"].as_array().cloned().unwrap_or_default();
     let _ = writeln!(out, "  open files   {}", open.len());
     for f in &open {
@@ -285,7 +298,65 @@ fn render_status(v: &serde_json::Value) -> String {
             }
         }
     }
+    if let Some(rules) = v["rules"].as_object().filter(|r| !r.is_empty()) {
+        let _ = writeln!(out, "  counters since mount, per rule");
+        let _ = writeln!(
+            out,
+            "    {:<14} {:>9} {:>11} {:>9} {:>9} {:>8} {:>7} {:>9} {:>7} {:>6}  sync latency p50/p99/max",
+            "rule",
+            "writes",
+            "bytes",
+            "syncs",
+            "app syncs",
+            "dropped",
+            "atomic",
+            "dir syncs",
+            "errors",
+            "batch"
+        );
+        for (name, r) in rules {
+            let n = |k: &str| r[k].to_string();
+            let lat = |k: &str| micros(r["sync_latency_us"][k].as_u64().unwrap_or(0));
+            let _ = writeln!(
+                out,
+                "    {:<14} {:>9} {:>11} {:>9} {:>9} {:>8} {:>7} {:>9} {:>7} {:>6}  {}/{}/{}",
+                name,
+                n("writes"),
+                n("bytes"),
+                n("durafs_syncs"),
+                n("app_syncs"),
+                n("dropped_syncs"),
+                n("atomic_commits"),
+                n("dir_syncs"),
+                n("errors"),
+                n("group_commit_batch"),
+                lat("p50"),
+                lat("p99"),
+                lat("max"),
+            );
+        }
+    }
     out
+}
+
+/// A latency in µs, in the unit that reads best.
+fn micros(us: u64) -> String {
+    match us {
+        0..1000 => format!("{us}µs"),
+        1000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+/// `durafs metrics MOUNTPOINT`: the Prometheus text exposition.
+pub fn metrics(mountpoint: &Path) -> Result<String> {
+    let targets = targets(Some(mountpoint))?;
+    let (mp, owner) = &targets[0];
+    let v = ask(mp, *owner, "metrics")?;
+    match v["text"].as_str() {
+        Some(t) if v["ok"] == true => Ok(t.to_string()),
+        _ => Err(refused(mp, &v)),
+    }
 }
 
 /// `durafs reload MOUNTPOINT`: the daemon re-reads its policy file.

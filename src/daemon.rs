@@ -11,6 +11,7 @@ use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -192,8 +193,17 @@ pub enum Ready {
 }
 
 impl Ready {
-    fn ok(&self) {
+    fn ok(&self, what: &str) {
+        // A service manager waiting for us (systemd Type=notify).
+        sd_notify(&format!(
+            "READY=1\nSTATUS={what}\nMAINPID={}",
+            std::process::id()
+        ));
         if let Ready::Stdout = self {
+            // Said while stderr still reaches the terminal that ran `durafs mount`.
+            if let Err(e) = crate::log::to_syslog() {
+                warn!("{e}");
+            }
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "ready");
             let _ = out.flush();
@@ -211,6 +221,30 @@ impl Ready {
             let _ = writeln!(out, "error: {e}");
             let _ = out.flush();
         }
+    }
+}
+
+/// Tells the service manager (systemd, via `$NOTIFY_SOCKET`) about the
+/// daemon's state: `READY=1` once mounted, `STOPPING=1` on the way out.
+/// Nothing happens when no manager is listening.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)?;
+        } else {
+            sock.send_to(state.as_bytes(), Path::new(&path))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        warn!("could not notify the service manager at {path:?}: {e}");
     }
 }
 
@@ -347,6 +381,8 @@ struct MountState {
     started: SystemTime,
     threads: usize,
     socket: PathBuf,
+    /// where the HTTP metrics endpoint listens, if it does
+    metrics: std::sync::Mutex<Option<std::net::SocketAddr>>,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -363,6 +399,31 @@ fn access(flags: i32) -> &'static str {
 }
 
 impl MountState {
+    fn metrics(&self) -> String {
+        let (_, reloads, _) = self.fs.engine().policy().reload_state();
+        let facts = crate::metrics::MountFacts {
+            mountpoint: self.mountpoint.display().to_string(),
+            backing: self.backing.display().to_string(),
+            start_time: unix_secs(self.started),
+            open_files: self.fs.open_files().len(),
+            inodes: self.fs.inode_count(),
+            threads: self.threads,
+            fuse_protocol: self
+                .kernel
+                .proto
+                .lock()
+                .expect("kernel info poisoned")
+                .map(|(a, b)| format!("{a}.{b}")),
+            passthrough: self
+                .kernel
+                .passthrough
+                .load(std::sync::atomic::Ordering::Relaxed),
+            crash_sim: self.fs.engine().crash_sim().is_some(),
+            reloads,
+        };
+        crate::metrics::render(&facts, self.fs.engine())
+    }
+
     fn status(&self) -> serde_json::Value {
         let active = self.fs.engine().policy();
         let policy = active.get();
@@ -392,6 +453,8 @@ impl MountState {
             "threads": self.threads,
             "fuse_protocol": proto.map(|(a, b)| format!("{a}.{b}")),
             "kernel_passthrough": self.kernel.passthrough.load(std::sync::atomic::Ordering::Relaxed),
+            "io_uring": platform::io_uring_status(),
+            "metrics": self.metrics.lock().expect("metrics poisoned").map(|a| format!("http://{a}/metrics")),
             "inodes": self.fs.inode_count(),
             "crash_sim": self.fs.engine().crash_sim().is_some(),
             "syncs": {
@@ -495,6 +558,7 @@ impl control::Handler for MountState {
                 };
             }
             "fault" => return self.fault(args),
+            "metrics" => return serde_json::json!({"ok": true, "text": self.metrics()}),
             _ => {}
         }
         match command {
@@ -509,7 +573,7 @@ impl control::Handler for MountState {
             },
             other => serde_json::json!({
                 "ok": false,
-                "error": format!("unknown command `{other}` (this daemon knows: status, reload, crash, crash-report, fault)"),
+                "error": format!("unknown command `{other}` (this daemon knows: status, metrics, reload, crash, crash-report, fault)"),
             }),
         }
     }
@@ -569,6 +633,17 @@ pub fn serve(
             mountpoint.display()
         );
     }
+    let metrics_listener = match opts.metrics {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+            Error::io(
+                format!(
+                    "listening for metrics on {addr} (is the port taken? pick another with -o metrics=ADDR)"
+                ),
+                e,
+            )
+        })?),
+        None => None,
+    };
     let fs = Arc::new(fs);
     let kernel = Arc::new(KernelInfo::default());
     let frontend = FuseFrontend::new(
@@ -614,7 +689,15 @@ pub fn serve(
         started: SystemTime::now(),
         threads: opts.threads,
         socket: control::socket_path(&mountpoint, platform::geteuid()),
+        metrics: std::sync::Mutex::new(None),
     });
+    if let Some(listener) = metrics_listener {
+        let st = state.clone();
+        match crate::metrics::serve_http(listener, Arc::new(move || st.metrics())) {
+            Ok(local) => *state.metrics.lock().expect("metrics poisoned") = Some(local),
+            Err(e) => warn!("no metrics endpoint: {e}"),
+        }
+    }
     let control = match control::Server::start(&mountpoint, state.clone()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -632,7 +715,11 @@ pub fn serve(
         opts.threads,
         fs.engine().policy().get().origin()
     );
-    ready.ok();
+    ready.ok(&format!(
+        "serving {} at {}",
+        backing.display(),
+        mountpoint.display()
+    ));
 
     let mp = mountpoint.clone();
     let sig_fs = fs.clone();
@@ -645,6 +732,7 @@ pub fn serve(
         .spawn()
         .map_err(|e| Error::io("starting FUSE workers", e))?;
     let res = bg.join();
+    sd_notify("STOPPING=1");
     // Files still waiting for the interval flusher are synced now.
     fs.engine().shutdown();
     if mounts()
@@ -742,6 +830,8 @@ pub fn umount(mountpoint: &Path, lazy: bool) -> Result<()> {
 pub fn spawn_background(args: &[std::ffi::OsString]) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the durafs executable", e))?;
     let mut child = Command::new(exe)
+        // Not the mount(8) helper name it may have been started by.
+        .arg0("durafs")
         .arg("mount")
         .arg("--foreground")
         .arg("--ready-stdout")

@@ -4,21 +4,39 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use durafs::daemon::LoadedPolicy;
+use durafs::error::{Error, Result};
+use durafs::log::LogConfig;
 use durafs::options::{MountOptions, OPTION_HELP};
 
 #[derive(Parser)]
 #[command(
     name = "durafs",
-    version,
     about = "A FUSE passthrough filesystem that enforces a durability policy",
     long_about = "durafs shows a backing directory at a mount point; every operation passes \
-                  through to the backing directory, and writes are made durable by policy."
+                  through to the backing directory, and writes are made durable by policy.\n\n\
+                  `durafs BACKING MOUNTPOINT -o OPTIONS` (as mount.fuse3 runs it) and the \
+                  mount.durafs / mount.fuse.durafs names (as mount(8) runs them) mount too.",
+    disable_version_flag = true,
+    arg_required_else_help = true
 )]
 struct Cli {
+    /// Print the version, the FUSE protocol the kernel negotiates, and
+    /// whether kernel passthrough and io_uring are live.
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// Log lines as text or as one JSON object each.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn options_help() -> String {
@@ -121,6 +139,18 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FaultCmd,
     },
+    /// Print a mount's metrics in the Prometheus text format.
+    Metrics {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Write the man pages (durafs.8, one per subcommand, durafs-policy.5)
+    /// and shell completions (bash, zsh, fish) into DIR, for packaging.
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+    },
     /// Unmount a durafs mount (also one whose daemon has died).
     Umount {
         /// Detach a busy mount now; it goes away when its last user closes.
@@ -158,21 +188,52 @@ enum FaultCmd {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let subcommands: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .chain(["help".to_string()])
+        .collect();
+    let argv = match durafs::ops::mount_helper_args(argv, &subcommands) {
+        Ok(Some(a)) => a,
+        // `mount -f`: pretend, as mount(8) asks.
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("durafs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
+    let json = cli.log_format == LogFormat::Json;
+    let mut log = LogConfig {
+        json,
+        ..LogConfig::default()
+    };
+    if let Some(Cmd::Mount {
+        options,
+        ready_stdout,
+        ..
+    }) = &cli.cmd
+    {
+        // The filter and format of -o, when they parse (errors come later).
+        if let Ok(o) = MountOptions::parse(options) {
+            log.filter = o.log;
+            log.json |= o.log_json;
+        }
+        log.no_time = *ready_stdout;
+    }
+    durafs::log::init(&log);
+    if cli.version {
+        print!("{}", durafs::ops::version_report());
+        return ExitCode::SUCCESS;
+    }
+    let Some(cmd) = cli.cmd else {
+        let _ = Cli::command().print_help();
+        return ExitCode::from(2);
+    };
     let res =
-        match cli.cmd {
+        match cmd {
             Cmd::Mount {
                 foreground,
                 options,
@@ -184,8 +245,8 @@ fn main() -> ExitCode {
                 mountpoint,
             } => match MountOptions::parse(&options)
                 .and_then(|mut o| {
-                    if crash_sim {
-                        o.crash_sim = true;
+                    o.crash_sim |= crash_sim;
+                    if o.crash_sim {
                         // The kernel must not answer from caches a crash made stale.
                         if !options
                             .iter()
@@ -200,15 +261,17 @@ fn main() -> ExitCode {
                             o.entry_timeout = std::time::Duration::ZERO;
                         }
                     }
-                    if let Some(f) = &faults {
+                    o.policy = one_of("policy", policy.clone(), o.policy.take())?;
+                    o.faults_file = one_of("faults", faults.clone(), o.faults_file.take())?;
+                    if let Some(f) = &o.faults_file {
                         o.faults = durafs::cli::load_faults(f)?;
                     }
                     Ok(o)
                 })
-                .and_then(|o| Ok((o, LoadedPolicy::load(policy.as_deref(), !ready_stdout)?)))
+                .and_then(|o| Ok((LoadedPolicy::load(o.policy.as_deref(), !ready_stdout)?, o)))
             {
                 Err(e) => Err(e),
-                Ok((opts, policy)) if foreground => {
+                Ok((policy, opts)) if foreground => {
                     let ready = if ready_stdout {
                         durafs::daemon::Ready::Stdout
                     } else {
@@ -220,10 +283,14 @@ fn main() -> ExitCode {
                     }
                     r
                 }
-                Ok((opts, policy)) => durafs::daemon::preflight(&backing, &mountpoint, &opts)
+                Ok((policy, opts)) => durafs::daemon::preflight(&backing, &mountpoint, &opts)
                     .and_then(|_| {
                         let mut args: Vec<OsString> = Vec::new();
-                        for o in &options {
+                        if json {
+                            args.push("--log-format=json".into());
+                        }
+                        // The files named by -o travel as flags, made absolute.
+                        for o in durafs::ops::without_file_options(&options) {
                             args.push("-o".into());
                             args.push(o.into());
                         }
@@ -231,10 +298,10 @@ fn main() -> ExitCode {
                             args.push("--policy".into());
                             args.push(p.into_os_string());
                         }
-                        if crash_sim {
+                        if opts.crash_sim {
                             args.push("--crash-sim".into());
                         }
-                        if let Some(f) = faults {
+                        if let Some(f) = opts.faults_file {
                             args.push("--faults".into());
                             args.push(std::path::absolute(&f).unwrap_or(f).into_os_string());
                         }
@@ -243,6 +310,14 @@ fn main() -> ExitCode {
                         durafs::daemon::spawn_background(&args)
                     }),
             },
+            Cmd::Metrics { mountpoint } => durafs::cli::metrics(&mountpoint).map(|s| print!("{s}")),
+            Cmd::GenerateAssets { dir } => {
+                durafs::ops::generate_assets(Cli::command(), &dir).map(|files| {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                })
+            }
             Cmd::Umount { lazy, mountpoint } => durafs::daemon::umount(&mountpoint, lazy),
             Cmd::Check { policy } => durafs::cli::check(&policy).map(|s| print!("{s}")),
             Cmd::Explain {
@@ -282,5 +357,16 @@ fn main() -> ExitCode {
             eprintln!("durafs: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A file given both as a flag and as `-o KEY=FILE` must be the same one.
+fn one_of(key: &str, flag: Option<PathBuf>, opt: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    match (flag, opt) {
+        (Some(a), Some(b)) if a != b => Err(Error::BadOption(
+            format!("{key}={}", b.display()),
+            format!("--{key} {} names another file; give it once", a.display()),
+        )),
+        (a, b) => Ok(a.or(b)),
     }
 }

@@ -3,6 +3,8 @@
 //! Options are parsed into a typed [`MountOptions`]; an unknown option is an
 //! error that lists the known ones, never silently passed to the kernel.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -44,6 +46,28 @@ pub const OPTION_HELP: &[(&str, &str)] = &[
         "passthrough=on|off",
         "kernel FUSE passthrough where the policy allows (default on)",
     ),
+    (
+        "policy=FILE",
+        "the durability policy (as --policy; for fstab and mount -t fuse.durafs)",
+    ),
+    ("crash-sim", "simulate crashes (as --crash-sim)"),
+    ("faults=FILE", "faults to set at mount (as --faults)"),
+    (
+        "metrics=ADDR",
+        "serve Prometheus metrics over HTTP on a loopback address, e.g. 127.0.0.1:9464",
+    ),
+    (
+        "log=FILTER",
+        "log level or filter, e.g. debug or durafs=debug (default: RUST_LOG, else info)",
+    ),
+    (
+        "log-format=text|json",
+        "log lines as text (default) or one JSON object each (as --log-format)",
+    ),
+    (
+        "defaults, auto, noauto, nofail, _netdev, user, users, nouser, x-*, comment=",
+        "fstab options for mount(8) and systemd; accepted and ignored",
+    ),
 ];
 
 /// Parsed mount options.
@@ -83,6 +107,16 @@ pub struct MountOptions {
     pub crash_sim: bool,
     /// faults to set at mount, from a TOML file (`--faults`)
     pub faults: Vec<String>,
+    /// `policy=FILE`
+    pub policy: Option<PathBuf>,
+    /// `faults=FILE`
+    pub faults_file: Option<PathBuf>,
+    /// `metrics=ADDR`: the loopback HTTP endpoint for Prometheus
+    pub metrics: Option<SocketAddr>,
+    /// `log=FILTER`
+    pub log: Option<String>,
+    /// `log-format=json`
+    pub log_json: bool,
 }
 
 impl Default for MountOptions {
@@ -107,6 +141,11 @@ impl Default for MountOptions {
             max_inode_fds: None,
             crash_sim: false,
             faults: Vec::new(),
+            policy: None,
+            faults_file: None,
+            metrics: None,
+            log: None,
+            log_json: false,
         }
     }
 }
@@ -226,6 +265,39 @@ impl MountOptions {
                     _ => return Err(bad(opt, "expected passthrough=on or passthrough=off")),
                 }
             }
+            "policy" | "faults" => {
+                let v = val
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| bad(opt, "needs a file: policy=FILE or faults=FILE"))?;
+                let v = Some(PathBuf::from(v));
+                if key == "policy" {
+                    self.policy = v;
+                } else {
+                    self.faults_file = v;
+                }
+            }
+            "crash-sim" | "crash_sim" => self.crash_sim = flag(val).map(|_| true)?,
+            "metrics" => {
+                let v = val.ok_or_else(|| bad(opt, "needs an address: metrics=127.0.0.1:9464"))?;
+                self.metrics = Some(crate::metrics::parse_addr(v).map_err(|e| bad(opt, e))?);
+            }
+            "log" => {
+                let v = val.ok_or_else(|| bad(opt, "needs a level or filter: log=debug"))?;
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .map_err(|e| bad(opt, format!("not a log filter ({e}); try log=debug")))?;
+                self.log = Some(v.to_string());
+            }
+            "log-format" | "log_format" => {
+                self.log_json = match val {
+                    Some("json") => true,
+                    Some("text") => false,
+                    _ => return Err(bad(opt, "expected log-format=text or log-format=json")),
+                }
+            }
+            // fstab and systemd options meant for mount(8), not the filesystem.
+            "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "users" | "nouser"
+            | "owner" | "group" | "comment" => {}
+            _ if key.starts_with("x-") => {}
             _ => {
                 let known: Vec<&str> = OPTION_HELP.iter().map(|(k, _)| *k).collect();
                 return Err(bad(
@@ -277,5 +349,30 @@ mod tests {
         let e = MountOptions::parse(&["ro=1"]).unwrap_err().to_string();
         assert!(e.contains("takes no value"), "{e}");
         assert!(MountOptions::parse(&["allow_other,allow_root"]).is_err());
+    }
+
+    #[test]
+    fn takes_an_fstab_line_as_mount_fuse3_passes_it() {
+        // What mount(8) and mount.fuse3 hand over for
+        // `/srv/b /srv/m fuse.durafs defaults,nofail,x-systemd.automount,policy=/etc/durafs/strict.toml 0 0`
+        let o = MountOptions::parse(&[
+            "rw,nofail,x-systemd.automount,policy=/etc/durafs/strict.toml,dev,suid",
+            "metrics=127.0.0.1:9464,log=debug,log-format=json,crash-sim",
+        ])
+        .unwrap();
+        assert_eq!(o.policy, Some(PathBuf::from("/etc/durafs/strict.toml")));
+        assert!(o.dev && o.suid && o.crash_sim && o.log_json);
+        assert_eq!(o.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(o.log.as_deref(), Some("debug"));
+        let e = MountOptions::parse(&["metrics=0.0.0.0:9464"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("loopback"), "{e}");
+        let e = MountOptions::parse(&["policy="]).unwrap_err().to_string();
+        assert!(e.contains("needs a file"), "{e}");
+        let e = MountOptions::parse(&["log-format=xml"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log-format=json"), "{e}");
     }
 }

@@ -19,6 +19,8 @@ struct State {
     /// the newest generation that has finished
     done: u64,
     running: bool,
+    /// callers waiting for the flush not yet started (the next batch)
+    pending: u64,
     /// the newest generation that failed, and its errno
     failed: u64,
     failed_errno: i32,
@@ -34,8 +36,9 @@ pub struct GroupCommit {
 /// How a caller's durability was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Covered {
-    /// the caller ran the flush
-    Led,
+    /// the caller ran the flush, which covered this many callers
+    /// (itself included): the group-commit batch
+    Led(u64),
     /// a flush another caller ran covered it
     Joined,
 }
@@ -47,6 +50,7 @@ impl GroupCommit {
     pub fn sync(&self, flush: impl FnOnce() -> io::Result<()>) -> (io::Result<()>, Covered) {
         let mut s = self.state.lock().expect("group commit poisoned");
         let target = s.started + 1;
+        s.pending += 1;
         loop {
             if s.done >= target {
                 let res = if s.failed >= target {
@@ -60,6 +64,7 @@ impl GroupCommit {
                 s.started += 1;
                 let generation = s.started;
                 s.running = true;
+                let batch = std::mem::take(&mut s.pending);
                 drop(s);
                 let res = flush();
                 let mut s = self.state.lock().expect("group commit poisoned");
@@ -70,7 +75,7 @@ impl GroupCommit {
                     s.failed_errno = e.raw_os_error().unwrap_or(libc::EIO);
                 }
                 self.cv.notify_all();
-                return (res, Covered::Led);
+                return (res, Covered::Led(batch));
             }
             s = self.cv.wait(s).expect("group commit poisoned");
         }
@@ -94,7 +99,7 @@ mod tests {
                 Ok(())
             });
             assert!(r.is_ok());
-            assert_eq!(how, Covered::Led);
+            assert_eq!(how, Covered::Led(1));
         }
         assert_eq!(n.load(Ordering::SeqCst), 3);
     }
@@ -132,8 +137,9 @@ mod tests {
             .map(|w| w.join().unwrap())
             .filter(|(r, how)| {
                 assert!(r.is_ok());
-                *how == Covered::Led
+                matches!(how, Covered::Led(_))
             })
+            .inspect(|(_, how)| assert_eq!(*how, Covered::Led(8)))
             .count();
         // None of them may be satisfied by the flush that began before
         // they arrived; one more flush covers all eight.

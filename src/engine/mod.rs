@@ -45,7 +45,7 @@ pub use commit::{Covered, GroupCommit};
 pub use crash::{Change, CrashMode, CrashOutcome, CrashSim};
 pub use fault::{FaultOp, Faults, Hit};
 pub use file::FileState;
-pub use stats::{RuleStats, Stats};
+pub use stats::{Histogram, RuleStats, Stats};
 
 use crate::platform::{self, DurableFile, Stat};
 use crate::policy::{FilePolicy, Policy, SyncMethod, SyncTrigger, WriteStrategy};
@@ -177,8 +177,9 @@ impl Core {
             }
             r
         });
-        if how == Covered::Led {
+        if let Covered::Led(batch) = how {
             stats.synced(t.elapsed());
+            stats.batched(batch);
         }
         if res.is_err() {
             RuleStats::bump(&stats.errors);
@@ -212,7 +213,7 @@ impl Core {
             self.sync_raw(dir.as_fd(), SyncKind::Full, b"", true)
         });
         RuleStats::bump(&stats.dir_syncs);
-        if how == Covered::Led {
+        if let Covered::Led(_) = how {
             stats.synced(t.elapsed());
         }
         if res.is_err() {

@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Latencies in power-of-two microsecond buckets (bucket i holds samples
-/// below 2^i µs), enough for p50/p99 to within a factor of two.
+/// Values in power-of-two buckets (bucket i holds values below 2^i),
+/// enough for p50/p99 to within a factor of two: sync latencies in µs,
+/// group-commit batch sizes.
 #[derive(Debug)]
-struct Histogram {
+pub struct Histogram {
     buckets: [AtomicU64; 32],
     max_us: AtomicU64,
+    sum: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -18,16 +20,34 @@ impl Default for Histogram {
         Histogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             max_us: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
         }
     }
 }
 
 impl Histogram {
     fn record(&self, d: Duration) {
-        let us = d.as_micros().min(u64::MAX as u128) as u64;
-        let i = (64 - us.leading_zeros() as usize).min(31);
+        self.add(d.as_micros().min(u64::MAX as u128) as u64);
+    }
+
+    fn add(&self, v: u64) {
+        let i = (64 - v.leading_zeros() as usize).min(31);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.max_us.fetch_max(us, Ordering::Relaxed);
+        self.max_us.fetch_max(v, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts of every bucket as (inclusive upper bound, values
+    /// at or below it); then the total count and the sum.
+    pub fn cumulative(&self) -> (Vec<(u64, u64)>, u64, u64) {
+        let mut seen = 0;
+        let mut out = Vec::with_capacity(self.buckets.len());
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            // Bucket i holds values below 2^i, i.e. at most 2^i - 1.
+            out.push(((1u64 << i) - 1, seen));
+        }
+        (out, seen, self.sum.load(Ordering::Relaxed))
     }
 
     /// The upper bound (µs) of the bucket holding quantile `q`, or 0.
@@ -76,7 +96,10 @@ pub struct RuleStats {
     pub dir_syncs: AtomicU64,
     /// errors returned to the app by a durability step
     pub errors: AtomicU64,
-    latency: Histogram,
+    /// latency of the syncs issued, µs
+    pub latency: Histogram,
+    /// callers each group-commit flush covered
+    pub batch: Histogram,
 }
 
 impl RuleStats {
@@ -84,6 +107,11 @@ impl RuleStats {
     pub fn synced(&self, d: Duration) {
         self.durafs_syncs.fetch_add(1, Ordering::Relaxed);
         self.latency.record(d);
+    }
+
+    /// Counts one group-commit flush that covered `callers`.
+    pub fn batched(&self, callers: u64) {
+        self.batch.add(callers);
     }
 
     /// Adds one to `c`.
@@ -137,6 +165,14 @@ impl Stats {
         s
     }
 
+    /// Every rule's counters, sorted by rule name.
+    pub fn each(&self) -> Vec<(Arc<str>, Arc<RuleStats>)> {
+        let m = self.rules.lock().expect("stats poisoned");
+        let mut v: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Every rule's counters, by rule name.
     pub fn to_json(&self) -> serde_json::Value {
         let m = self.rules.lock().expect("stats poisoned");
@@ -166,6 +202,13 @@ mod tests {
         assert_eq!(h.quantile(0.99), 8192);
         assert_eq!(h.max_us.load(Ordering::Relaxed), 9000);
         assert_eq!(Histogram::default().quantile(0.5), 0);
+        let (cum, n, sum) = h.cumulative();
+        assert_eq!(n, 100);
+        assert_eq!(sum, 98 * 100 + 5000 + 9000);
+        assert_eq!(cum[14], (16383, 100));
+        assert_eq!(cum[13], (8191, 99));
+        assert_eq!(cum[7], (127, 98));
+        assert_eq!(cum[6], (63, 0));
     }
 
     #[test]

@@ -33,4 +33,4 @@ pub use durable::{
     sector_size, set_write_hint, sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
 };
 #[cfg(target_os = "linux")]
-pub use uring::{IoPath, io_uring_status, set_io_uring_enabled, write_and_sync};
+pub use uring::{IoPath, io_uring_live, io_uring_status, set_io_uring_enabled, write_and_sync};

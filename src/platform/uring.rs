@@ -46,6 +46,11 @@ pub fn set_io_uring_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
 }
 
+/// Whether linked writes and syncs go through io_uring now.
+pub fn io_uring_live() -> bool {
+    ENABLED.load(Ordering::Relaxed) && setup_result().is_ok()
+}
+
 /// Which path is live, and whether io_uring is available, in words (for
 /// logs and `durafs --version`).
 pub fn io_uring_status() -> String {
