@@ -2,11 +2,12 @@
 # Installs everything durafs's tests and benchmarks need on a fresh Debian
 # machine: FUSE userspace tools, the pjdfstest POSIX suite, bindfs (the
 # benchmark peer) and the tools the scripts call (mkfs.ext4 for the
-# ext4 -o sync rival of the durability benchmark). Idempotent; run as root.
+# ext4 -o sync rival of the durability benchmark, sqlite3 for the crash
+# tests of a real database). Idempotent; run as root.
 set -euo pipefail
 
 need_apt=()
-for pkg in fuse3 libacl1-dev acl bindfs fio attr procps util-linux e2fsprogs; do
+for pkg in fuse3 libacl1-dev acl bindfs fio attr procps util-linux e2fsprogs sqlite3; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
