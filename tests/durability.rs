@@ -53,6 +53,17 @@ impl Drop for PolicyFile {
     }
 }
 
+/// A policy shipped in policies/, without its version line (which
+/// [`PolicyFile`] adds).
+fn shipped(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies")
+        .join(name);
+    fs::read_to_string(path)
+        .unwrap()
+        .replacen("version = 1", "", 1)
+}
+
 /// The plain policy: nothing added to what the app does.
 const PLAIN: &str = "[defaults]\nwrite = \"passthrough\"\nsync = \"on-fsync\"\ndir-sync = false\n";
 
@@ -212,13 +223,14 @@ fn config_rewrite_outcomes(policy: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The naive rewrite under the shipped policies: config-files.toml keeps
+/// old-or-new at every step and under every torn crash; passthrough.toml
+/// loses the file under some torn crash.
 #[test]
 fn atomic_rewrite_is_old_or_new_at_every_step() {
     let old = b"port = 8080\nname = \"old\"\n".to_vec();
     let new = b"port = 9090\nname = \"new contents, longer\"\n".to_vec();
-    let outcomes = config_rewrite_outcomes(
-        "[defaults]\nsync = \"on-fsync\"\ndir-sync = false\n[[rule]]\nname = \"configs\"\nmatch = \"**/*.toml\"\nwrite = \"atomic\"\n",
-    );
+    let outcomes = config_rewrite_outcomes(&shipped("config-files.toml"));
     for (i, o) in outcomes.iter().enumerate() {
         assert!(
             o == &old || o == &new,
@@ -246,12 +258,12 @@ fn atomic_rewrite_is_old_or_new_at_every_step() {
             })
             .collect()
     };
-    let plain = torn(PLAIN);
+    let plain = torn(&shipped("passthrough.toml"));
     assert!(
         plain.iter().any(|o| o != &old && o != &new),
         "passthrough kept old-or-new under every torn crash: {plain:?}"
     );
-    for o in torn("[defaults]\nwrite = \"atomic\"\ndir-sync = false\n") {
+    for o in torn(&shipped("config-files.toml")) {
         assert!(
             o == old || o == new,
             "torn atomic rewrite: {:?}",
@@ -701,11 +713,8 @@ fn sqlite_rollback_journal_with_synchronous_extra_keeps_every_commit() {
 fn sqlite_rollback_journal_full_loses_the_last_commit_unless_the_policy_syncs_the_dir() {
     let got = sqlite_crash(PLAIN, "DELETE", "FULL");
     assert_eq!(got, (1..COMMITS).collect::<Vec<_>>());
-    let database = fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/policies/database.toml"
-    ))
-    .unwrap();
-    let database = database.replacen("version = 1", "", 1);
-    assert_eq!(sqlite_crash(&database, "DELETE", "FULL"), all_commits());
+    assert_eq!(
+        sqlite_crash(&shipped("database.toml"), "DELETE", "FULL"),
+        all_commits()
+    );
 }
