@@ -237,7 +237,12 @@ impl Faults {
         let before = l.1.len();
         l.1.retain(|f| id.is_some_and(|id| f.id != id));
         self.active.store(!l.1.is_empty(), Ordering::Relaxed);
-        before - l.1.len()
+        let gone = before - l.1.len();
+        match id {
+            Some(id) => tracing::info!("fault {id} cleared ({gone} removed)"),
+            None => tracing::info!("faults cleared ({gone} removed)"),
+        }
+        gone
     }
 
     /// The faults, for `durafs fault list`.
