@@ -140,8 +140,9 @@ pub fn explain(policy: &Policy, paths: &[String], json: bool) -> String {
     out
 }
 
-/// The durafs mounts to report on: `mountpoint`, or all of them.
-fn targets(mountpoint: Option<&Path>) -> Result<Vec<(std::path::PathBuf, u32)>> {
+/// The durafs mounts to report on: `mountpoint`, or all of them, each with
+/// its owner.
+pub(crate) fn targets(mountpoint: Option<&Path>) -> Result<Vec<(std::path::PathBuf, u32)>> {
     let all = mounts()?;
     let ours = format!("fuse.{SUBTYPE}");
     let me = platform::geteuid();

@@ -399,6 +399,18 @@ fn access(flags: i32) -> &'static str {
 }
 
 impl MountState {
+    /// The FUSE protocol the kernel negotiated, e.g. "7.45".
+    fn fuse_protocol(&self) -> Option<String> {
+        let proto = *self.kernel.proto.lock().expect("kernel info poisoned");
+        proto.map(|(a, b)| format!("{a}.{b}"))
+    }
+
+    fn passthrough_live(&self) -> bool {
+        self.kernel
+            .passthrough
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn metrics(&self) -> String {
         let (_, reloads, _) = self.fs.engine().policy().reload_state();
         let facts = crate::metrics::MountFacts {
@@ -408,16 +420,8 @@ impl MountState {
             open_files: self.fs.open_files().len(),
             inodes: self.fs.inode_count(),
             threads: self.threads,
-            fuse_protocol: self
-                .kernel
-                .proto
-                .lock()
-                .expect("kernel info poisoned")
-                .map(|(a, b)| format!("{a}.{b}")),
-            passthrough: self
-                .kernel
-                .passthrough
-                .load(std::sync::atomic::Ordering::Relaxed),
+            fuse_protocol: self.fuse_protocol(),
+            passthrough: self.passthrough_live(),
             crash_sim: self.fs.engine().crash_sim().is_some(),
             reloads,
         };
@@ -440,7 +444,6 @@ impl MountState {
                 })
             })
             .collect();
-        let proto = *self.kernel.proto.lock().expect("kernel info poisoned");
         serde_json::json!({
             "ok": true,
             "version": env!("CARGO_PKG_VERSION"),
@@ -451,8 +454,8 @@ impl MountState {
             "started": unix_secs(self.started),
             "uptime_secs": self.started.elapsed().map_or(0, |d| d.as_secs()),
             "threads": self.threads,
-            "fuse_protocol": proto.map(|(a, b)| format!("{a}.{b}")),
-            "kernel_passthrough": self.kernel.passthrough.load(std::sync::atomic::Ordering::Relaxed),
+            "fuse_protocol": self.fuse_protocol(),
+            "kernel_passthrough": self.passthrough_live(),
             "io_uring": platform::io_uring_status(),
             "metrics": self.metrics.lock().expect("metrics poisoned").map(|a| format!("http://{a}/metrics")),
             "inodes": self.fs.inode_count(),

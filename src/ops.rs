@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::control;
-use crate::daemon::{SUBTYPE, mounts};
 use crate::error::{Error, Result};
 use crate::platform;
 
@@ -133,14 +132,10 @@ fn from_status(v: &serde_json::Value, source: String) -> Probe {
 /// for a moment, to learn what the kernel negotiates.
 fn probe() -> std::result::Result<Probe, String> {
     let me = platform::geteuid();
-    let ours = format!("fuse.{SUBTYPE}");
-    for m in mounts().map_err(|e| e.to_string())? {
-        if m.fstype == ours && m.owner.unwrap_or(me) == me {
-            if let Some(v) = probe_status(&m.mountpoint, me) {
-                return Ok(from_status(
-                    &v,
-                    format!("the mount at {}", m.mountpoint.display()),
-                ));
+    for (mp, owner) in crate::cli::targets(None).map_err(|e| e.to_string())? {
+        if owner == me {
+            if let Some(v) = probe_status(&mp, me) {
+                return Ok(from_status(&v, format!("the mount at {}", mp.display())));
             }
         }
     }

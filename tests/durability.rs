@@ -11,25 +11,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Mount, durafs_bin, test_root};
+use common::{Mount, durafs, durafs_bin, ok_stdout, status_json, test_root};
 use serde_json::Value;
-
-fn durafs<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(durafs_bin()).args(args).output().unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// A policy file that lives as long as the test.
 struct PolicyFile(PathBuf);
@@ -77,7 +63,7 @@ fn crash_mount(policy: &str) -> (Mount, PolicyFile) {
 
 /// The simulated power cut; the mount goes away.
 fn crash(m: &Mount) {
-    ok(durafs(&["crash".as_ref(), m.mnt.as_os_str()]));
+    ok_stdout(&durafs(&["crash".as_ref(), m.mnt.as_os_str()]));
     // The daemon exits once the app's last open file on it is closed.
     assert!(!m.is_mounted(), "still mounted after the crash");
 }
@@ -87,12 +73,7 @@ fn fsync_dir(p: &Path) {
 }
 
 fn status(m: &Mount) -> Value {
-    serde_json::from_str(&ok(durafs(&[
-        "status".as_ref(),
-        "--json".as_ref(),
-        m.mnt.as_os_str(),
-    ])))
-    .unwrap()
+    status_json(&m.mnt)
 }
 
 fn rule(m: &Mount, name: &str) -> Value {
@@ -136,7 +117,7 @@ fn model_keeps_what_was_synced_and_loses_the_rest() {
     fs::write(m.b("removed"), b"still here").unwrap();
     fs::remove_file(m.m("removed")).unwrap();
 
-    let report = ok(durafs(&[
+    let report = ok_stdout(&durafs(&[
         "crash".as_ref(),
         "--report".as_ref(),
         m.mnt.as_os_str(),
@@ -166,7 +147,7 @@ fn torn_crash_keeps_a_reproducible_subset_of_pages() {
         let mut f = OpenOptions::new().write(true).open(m.m("f")).unwrap();
         f.write_all(&vec![b'n'; 64 * 4096]).unwrap();
         drop(f);
-        ok(durafs(&[
+        ok_stdout(&durafs(&[
             "crash".as_ref(),
             "--torn".as_ref(),
             seed.as_ref(),
@@ -248,7 +229,7 @@ fn atomic_rewrite_is_old_or_new_at_every_step() {
                 let (m, _p) = crash_mount(policy);
                 fs::write(m.b("app.toml"), &old).unwrap();
                 fs::write(m.m("app.toml"), &new).unwrap();
-                ok(durafs(&[
+                ok_stdout(&durafs(&[
                     "crash".as_ref(),
                     "--torn".as_ref(),
                     seed.to_string().as_ref(),
@@ -442,7 +423,7 @@ fn fsync_eio_reaches_the_app_and_sticks_until_reopened() {
     let (m, _p) = crash_mount(PLAIN);
     let mut f = File::create(m.m("db")).unwrap();
     f.write_all(b"page").unwrap();
-    ok(durafs(&[
+    ok_stdout(&durafs(&[
         "fault".as_ref(),
         "add".as_ref(),
         m.mnt.as_os_str(),
@@ -452,7 +433,7 @@ fn fsync_eio_reaches_the_app_and_sticks_until_reopened() {
     // The fault is spent, but the data the failed sync covered may be
     // gone: the file stays failed.
     assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(libc::EIO));
-    let list = ok(durafs(&[
+    let list = ok_stdout(&durafs(&[
         "fault".as_ref(),
         "list".as_ref(),
         m.mnt.as_os_str(),
@@ -468,7 +449,7 @@ fn enospc_on_write_reaches_the_app_and_leaves_the_file_consistent() {
     let (m, _p) = crash_mount(PLAIN);
     let mut f = File::create(m.m("out")).unwrap();
     f.write_all(b"first ").unwrap();
-    ok(durafs(&[
+    ok_stdout(&durafs(&[
         "fault".as_ref(),
         "add".as_ref(),
         m.mnt.as_os_str(),

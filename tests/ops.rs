@@ -11,54 +11,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Mount, durafs_bin, test_root};
+use common::{
+    Mount, durafs, durafs_bin, mount_type, ok_stdout, policy_file, status_json, test_root,
+};
 use serde_json::Value;
-
-fn durafs<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(durafs_bin()).args(args).output().unwrap()
-}
-
-fn ok_stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn status(mnt: &Path) -> Value {
-    let out = ok_stdout(&durafs(&[
-        "status".as_ref(),
-        "--json".as_ref(),
-        mnt.as_os_str(),
-    ]));
-    serde_json::from_str(&out).unwrap()
-}
-
-fn policy_file(text: &str) -> tempfile::NamedTempFile {
-    let f = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile_in(test_root())
-        .unwrap();
-    std::fs::write(f.path(), text).unwrap();
-    f
-}
-
-fn mounted_type(p: &Path) -> Option<String> {
-    let want = p.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        .and_then(|l| l.split(" - ").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .map(str::to_string)
-}
 
 /// The value of one sample (`name{labels}`) of a Prometheus exposition.
 fn sample(text: &str, series: &str) -> f64 {
@@ -87,7 +46,7 @@ fn status_and_metrics_counters_move_as_a_workload_runs() {
     );
     let p = policy.path().to_str().unwrap();
     let m = Mount::with_args(&["--policy", p, "-o", "metrics=127.0.0.1:0"]);
-    let url = status(&m.mnt)["metrics"]
+    let url = status_json(&m.mnt)["metrics"]
         .as_str()
         .expect("status names the metrics endpoint")
         .to_string();
@@ -132,7 +91,7 @@ fn status_and_metrics_counters_move_as_a_workload_runs() {
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
     // ...and in `durafs status`.
-    let v = status(&m.mnt);
+    let v = status_json(&m.mnt);
     let r = &v["rules"]["journal"];
     assert_eq!(r["writes"], 100);
     assert!(r["durafs_syncs"].as_u64().unwrap() >= 100, "{r}");
@@ -164,7 +123,7 @@ fn a_taken_metrics_port_refuses_the_mount_and_mounts_nothing() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("metrics") && err.contains("port"), "{err}");
-    assert_eq!(mounted_type(&mnt), None);
+    assert_eq!(mount_type(&mnt), None);
 }
 
 /// Puts `/usr/sbin/mount.fuse.durafs` -> the binary under test, as the
@@ -198,10 +157,10 @@ impl Drop for Helper {
 
 fn wait_unmounted(p: &Path) {
     let t = Instant::now();
-    while mounted_type(p).is_some() && t.elapsed() < Duration::from_secs(10) {
+    while mount_type(p).is_some() && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(mounted_type(p), None, "{} still mounted", p.display());
+    assert_eq!(mount_type(p), None, "{} still mounted", p.display());
 }
 
 #[test]
@@ -236,8 +195,8 @@ fn mount_t_fuse_durafs_and_an_fstab_line_mount_and_umount_unmounts() {
         "mount --fstab: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(mounted_type(&mnt).as_deref(), Some("fuse.durafs"));
-    let v = status(&mnt);
+    assert_eq!(mount_type(&mnt).as_deref(), Some("fuse.durafs"));
+    let v = status_json(&mnt);
     assert_eq!(
         v["policy"]["file"].as_str().map(PathBuf::from),
         Some(std::fs::canonicalize(policy.path()).unwrap())
@@ -267,7 +226,7 @@ fn mount_t_fuse_durafs_and_an_fstab_line_mount_and_umount_unmounts() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(status(&mnt)["threads"], 2);
+    assert_eq!(status_json(&mnt)["threads"], 2);
     assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"through fstab");
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     wait_unmounted(&mnt);
@@ -285,7 +244,7 @@ fn mount_t_fuse_durafs_and_an_fstab_line_mount_and_umount_unmounts() {
         err.contains("bogus") && err.contains("unknown option"),
         "{err}"
     );
-    assert_eq!(mounted_type(&mnt), None);
+    assert_eq!(mount_type(&mnt), None);
 }
 
 #[test]
@@ -302,8 +261,8 @@ fn mount_fuse3_runs_durafs_with_its_own_calling_convention() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(mounted_type(&mnt).as_deref(), Some("fuse.durafs"));
-    assert_eq!(status(&mnt)["crash_sim"], true);
+    assert_eq!(mount_type(&mnt).as_deref(), Some("fuse.durafs"));
+    assert_eq!(status_json(&mnt)["crash_sim"], true);
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     wait_unmounted(&mnt);
 }
@@ -346,7 +305,7 @@ fn systemd_hears_ready_once_mounted_and_stopping_on_the_way_out() {
         .unwrap();
     let got = recv_until(&sock, "READY=1", Duration::from_secs(20));
     // Ready means mounted: the mount is there when the message arrives.
-    assert_eq!(mounted_type(&mnt).as_deref(), Some("fuse.durafs"));
+    assert_eq!(mount_type(&mnt).as_deref(), Some("fuse.durafs"));
     assert!(
         got.last()
             .unwrap()
@@ -386,7 +345,7 @@ fn a_background_daemon_logs_to_syslog_as_json_when_asked() {
     let start = String::from_utf8_lossy(&o.stderr);
     let first: Value = serde_json::from_str(start.lines().next().unwrap()).unwrap();
     assert_eq!(first["level"], "INFO", "{start}");
-    let pid = status(&mnt)["pid"].as_u64().unwrap();
+    let pid = status_json(&mnt)["pid"].as_u64().unwrap();
     ok_stdout(&durafs(&["umount".as_ref(), mnt.as_os_str()]));
     let got = recv_until(&log, "unmounted", Duration::from_secs(20));
     let line = got.last().unwrap();

@@ -7,33 +7,14 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Mount, durafs_bin, test_root};
+use common::{Mount, durafs, durafs_bin, ok_stdout, policy_file, status_json, test_root};
 use serde_json::Value;
 
-fn durafs<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(durafs_bin()).args(args).output().unwrap()
-}
-
-fn ok_stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
 fn status(m: &Mount) -> Value {
-    let out = ok_stdout(&durafs(&[
-        "status".as_ref(),
-        "--json".as_ref(),
-        m.mnt.as_os_str(),
-    ]));
-    serde_json::from_str(&out).unwrap()
+    status_json(&m.mnt)
 }
 
 /// The rule the daemon applied to each open file, by path and access.
@@ -65,15 +46,6 @@ fn explained(policy: &Path, paths: &[&str]) -> Vec<Value> {
     ];
     args.extend(paths.iter().map(|p| p.to_string()));
     serde_json::from_str(&ok_stdout(&durafs(&args))).unwrap()
-}
-
-fn policy_file(text: &str) -> tempfile::NamedTempFile {
-    let f = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile_in(test_root())
-        .unwrap();
-    fs::write(f.path(), text).unwrap();
-    f
 }
 
 const POLICY: &str = r#"

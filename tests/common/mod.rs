@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The durafs binary under test.
@@ -28,12 +28,56 @@ pub struct Mount {
     child: Option<Child>,
 }
 
-fn is_mounted(p: &Path) -> bool {
+/// The filesystem type mounted at `p` (e.g. `fuse.durafs`), if any.
+pub fn mount_type(p: &Path) -> Option<String> {
     let want = p.to_string_lossy().replace(' ', "\\040");
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .find(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        .and_then(|l| l.split(" - ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .map(str::to_string)
+}
+
+fn is_mounted(p: &Path) -> bool {
+    mount_type(p).is_some()
+}
+
+/// Runs the durafs binary with `args`.
+pub fn durafs<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    Command::new(durafs_bin()).args(args).output().unwrap()
+}
+
+/// The stdout of a command that must have succeeded.
+pub fn ok_stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// `durafs status --json MOUNTPOINT`.
+pub fn status_json(mnt: &Path) -> serde_json::Value {
+    let out = ok_stdout(&durafs(&[
+        "status".as_ref(),
+        "--json".as_ref(),
+        mnt.as_os_str(),
+    ]));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// A policy file holding `text`, removed when dropped.
+pub fn policy_file(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile_in(test_root())
+        .unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f
 }
 
 impl Mount {
