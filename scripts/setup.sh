@@ -3,7 +3,8 @@
 # machine: FUSE userspace tools, the pjdfstest POSIX suite, bindfs (the
 # benchmark peer) and the tools the scripts call (mkfs.ext4 for the
 # ext4 -o sync rival of the durability benchmark, sqlite3 for the crash
-# tests of a real database). Idempotent; run as root.
+# tests of a real database), and the Rust standard libraries of the other
+# OSes the platform layer is type-checked for. Idempotent; run as root.
 set -euo pipefail
 
 need_apt=()
@@ -27,6 +28,25 @@ fi
 if ! command -v pjdfstest >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/pjdfstest" ]; then
   echo "setup: installing pjdfstest (cargo install, a few minutes the first time)"
   cargo install --locked --quiet pjdfstest
+fi
+
+# The standard libraries of the OSes the platform layer is type-checked for
+# (macOS, Windows, and FreeBSD for the std-only module): test.sh runs
+# `cargo clippy --target` for each. Nothing is linked, so no SDK is needed.
+cross_targets=(x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc x86_64-unknown-freebsd)
+installed=$(rustup target list --installed 2>/dev/null || true)
+missing=()
+for t in "${cross_targets[@]}"; do
+  grep -qx "$t" <<<"$installed" || missing+=("$t")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: adding Rust targets for the cross-OS checks: ${missing[*]}"
+  rustup target add "${missing[@]}" >/dev/null 2>&1 || {
+    echo "setup: 'rustup target add ${missing[*]}' failed: the macOS/Windows/FreeBSD" \
+      "checks of test.sh need these standard libraries (network access to" \
+      "static.rust-lang.org, or a toolchain that ships them)" >&2
+    exit 1
+  }
 fi
 
 # pjdfstest's dummy users: nobody/nogroup exist on Debian; it also needs a

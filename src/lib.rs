@@ -24,17 +24,32 @@
 //! - Requests that change the tree run with the caller's fsuid, fsgid and
 //!   groups, so ownership and permissions are the backing store's own.
 //! - The frontend makes no durability decision; the engine sees no FUSE type.
+//!
+//! Platforms: the mount (frontend, fs, engine, daemon) is built for Linux.
+//! On macOS, Windows and other OSes the library is the policy language and
+//! the durable-IO platform layer, type-checked in CI; see the README's
+//! platform table.
 
+#[cfg(target_os = "linux")]
 pub mod cli;
+#[cfg(target_os = "linux")]
 pub mod control;
+#[cfg(target_os = "linux")]
 pub mod daemon;
+#[cfg(target_os = "linux")]
 pub mod engine;
 pub mod error;
+#[cfg(target_os = "linux")]
 pub mod frontend;
+#[cfg(target_os = "linux")]
 pub mod fs;
+#[cfg(target_os = "linux")]
 pub mod log;
+#[cfg(target_os = "linux")]
 pub mod metrics;
+#[cfg(target_os = "linux")]
 pub mod ops;
+#[cfg(target_os = "linux")]
 pub mod options;
 pub mod platform;
 pub mod policy;

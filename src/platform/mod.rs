@@ -19,18 +19,54 @@ pub mod alloc;
 #[allow(unsafe_code)]
 mod aligned;
 mod counters;
-#[cfg(target_os = "linux")]
 mod durable;
+#[cfg(target_os = "linux")]
+mod linux_durable;
+#[cfg(target_os = "macos")]
+#[allow(unsafe_code)]
+mod macos;
+#[cfg(any(test, not(any(target_os = "linux", target_os = "macos", windows))))]
+pub(crate) mod unknown;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod uring;
+#[cfg(windows)]
+#[allow(unsafe_code)]
+mod windows;
 
 pub use aligned::{AlignedBuf, round_down, round_up};
 pub use counters::{SyncCounts, sync_counts};
+pub use durable::{Access, DurableFile, DurableFileIn, Os, RenameMode};
+
+/// The durable-IO system calls of the OS the crate is built for.
 #[cfg(target_os = "linux")]
-pub use durable::{
-    Access, DurableFile, RenameMode, advise, copy, direct_io_available, preallocate, rename,
-    sector_size, set_write_hint, sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
+pub use linux_durable::Linux as Native;
+#[cfg(target_os = "macos")]
+pub use macos::MacOs as Native;
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+pub use unknown::Portable as Native;
+#[cfg(windows)]
+pub use windows::Windows as Native;
+
+#[cfg(target_os = "linux")]
+pub use linux_durable::{
+    advise, copy, direct_io_available, open_dir, preallocate, rename, sector_size, set_write_hint,
+    sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
+};
+#[cfg(target_os = "macos")]
+pub use macos::{
+    advise, copy, direct_io_available, open_dir, preallocate, rename, sector_size, set_write_hint,
+    sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
+};
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+pub use unknown::{
+    advise, copy, direct_io_available, open_dir, preallocate, rename, sector_size, set_write_hint,
+    sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
 };
 #[cfg(target_os = "linux")]
 pub use uring::{IoPath, io_uring_live, io_uring_status, set_io_uring_enabled, write_and_sync};
+#[cfg(windows)]
+pub use windows::{
+    advise, copy, direct_io_available, open_dir, preallocate, rename, sector_size, set_write_hint,
+    sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
+};

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
-use super::durable::pwrite_all;
+use super::linux_durable::pwrite_all;
 
 /// Which path a linked write+sync takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
