@@ -1,15 +1,54 @@
-//! The platform layer's hot paths, side by side in one run:
+//! The platform layer's hot paths, side by side in one run, each pair
+//! interleaved over three rounds (the disk's mood changes over a run):
 //! - 4 KiB write + fdatasync: io_uring (write linked to the sync, one
 //!   submission) vs pwrite + fdatasync (two system calls);
+//! - 16 x 4 KiB writes + fdatasync: one linked io_uring submission vs 16
+//!   pwrites and the sync;
+//! - 1 MiB direct writes: from io_uring's registered buffer vs pwrite from
+//!   a fresh aligned buffer;
 //! - 1 MiB writes: direct IO vs buffered, each ending with an fdatasync so
 //!   both are measured to the disk.
 //!
 //! cargo bench --bench durable [-- --quick]
 
-use std::os::fd::AsFd;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 use std::time::Instant;
 
-use durafs::platform::{Access, DurableFile, IoPath, io_uring_status, write_and_sync};
+use durafs::platform::{
+    Access, DurableFile, IoPath, io_uring_status, registered_writes, with_io_uring, write_and_sync,
+    write_batch,
+};
+
+/// Seconds each of `variants` took over three interleaved rounds; `job`
+/// gets a new file and the variant.
+fn rounds<const N: usize>(
+    dir: &Path,
+    dfd: &OwnedFd,
+    direct: [bool; N],
+    job: impl Fn(&DurableFile, usize),
+) -> [f64; N] {
+    let mut t = [0f64; N];
+    for round in 0..3 {
+        for v in 0..N {
+            let name = CString::new(format!("f-{round}-{v}")).unwrap();
+            let f =
+                DurableFile::open(dfd.as_fd(), &name, Access::CreateNew, 0o644, direct[v]).unwrap();
+            assert_eq!(
+                f.is_direct(),
+                direct[v],
+                "direct IO should work on this disk"
+            );
+            let start = Instant::now();
+            job(&f, v);
+            t[v] += start.elapsed().as_secs_f64();
+            drop(f);
+            let _ = std::fs::remove_file(dir.join(name.to_str().unwrap()));
+        }
+    }
+    t
+}
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -21,72 +60,83 @@ fn main() {
         dir.path().display()
     );
     println!("{:<34} {:>12} {:>12} {:>8}", "job", "a", "b", "a/b");
+    let mut rates = Vec::new();
+    let paths = [IoPath::Uring, IoPath::Syscalls];
 
     let n = if quick { 500 } else { 3000 };
-    let mut rates = Vec::new();
-    // Interleaved rounds: the disk's mood changes over a run.
-    let (mut t_uring, mut t_sys) = (0f64, 0f64);
-    for round in 0..3 {
-        for path in [IoPath::Uring, IoPath::Syscalls] {
-            let name = std::ffi::CString::new(format!("sync-{round}-{path:?}")).unwrap();
-            let f = DurableFile::open(dfd.as_fd(), &name, Access::CreateNew, 0o644, false).unwrap();
-            let buf = [0x5au8; 4096];
-            let t = Instant::now();
-            for i in 0..n {
-                write_and_sync(f.fd(), &buf, (i % 256) as u64 * 4096, true, path).unwrap();
-            }
-            let el = t.elapsed().as_secs_f64();
-            if path == IoPath::Uring {
-                t_uring += el;
-            } else {
-                t_sys += el;
-            }
+    let buf = [0x5au8; 4096];
+    let t = rounds(dir.path(), &dfd, [false; 2], |f, v| {
+        for i in 0..n {
+            write_and_sync(f.fd(), &buf, (i % 256) as u64 * 4096, true, paths[v]).unwrap();
         }
-    }
-    let (a, b) = (3.0 * n as f64 / t_uring, 3.0 * n as f64 / t_sys);
+    });
+    let ops = 3.0 * n as f64;
     rates.push((
         "4 KiB write+fdatasync IOPS",
         "io_uring",
         "pwrite+sync",
-        a,
-        b,
+        ops / t[0],
+        ops / t[1],
+    ));
+
+    let batches = n / 4;
+    let bufs: Vec<[u8; 4096]> = (0..16).map(|i| [i as u8; 4096]).collect();
+    let t = rounds(dir.path(), &dfd, [false; 2], |f, v| {
+        for b in 0..batches {
+            let writes: Vec<(&[u8], u64)> = bufs
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (&w[..], ((b * 16 + i) % 1024) as u64 * 4096))
+                .collect();
+            write_batch(f.fd(), &writes, Some(true), paths[v]).unwrap();
+        }
+    });
+    let ops = 3.0 * batches as f64;
+    rates.push((
+        "16x4 KiB writes+fdatasync /s",
+        "io_uring",
+        "pwrites+sync",
+        ops / t[0],
+        ops / t[1],
     ));
 
     let mib = if quick { 64 } else { 256 };
-    let (mut t_direct, mut t_buf) = (0f64, 0f64);
     let chunk = vec![0xa5u8; 1 << 20];
-    for round in 0..3 {
-        for direct in [true, false] {
-            let name = std::ffi::CString::new(format!("seq-{round}-{direct}")).unwrap();
-            let f =
-                DurableFile::open(dfd.as_fd(), &name, Access::CreateNew, 0o644, direct).unwrap();
-            assert_eq!(
-                f.is_direct(),
-                direct,
-                "direct IO should take effect on this disk"
-            );
-            let t = Instant::now();
+    let before = registered_writes();
+    let t = rounds(dir.path(), &dfd, [true; 2], |f, v| {
+        with_io_uring(v == 0, || {
             for i in 0..mib {
                 f.write_at(&chunk, i as u64 * (1 << 20)).unwrap();
             }
-            f.sync_data().unwrap();
-            let el = t.elapsed().as_secs_f64();
-            if direct {
-                t_direct += el;
-            } else {
-                t_buf += el;
-            }
-            drop(f);
-            let _ = std::fs::remove_file(dir.path().join(name.to_str().unwrap()));
+        });
+        f.sync_data().unwrap();
+    });
+    assert_eq!(
+        registered_writes() - before,
+        3 * mib as u64,
+        "registered path taken"
+    );
+    let mb = 3.0 * mib as f64;
+    rates.push((
+        "1 MiB direct writes, MiB/s",
+        "registered",
+        "pwrite",
+        mb / t[0],
+        mb / t[1],
+    ));
+
+    let t = rounds(dir.path(), &dfd, [true, false], |f, _| {
+        for i in 0..mib {
+            f.write_at(&chunk, i as u64 * (1 << 20)).unwrap();
         }
-    }
-    let (a, b) = (3.0 * mib as f64 / t_direct, 3.0 * mib as f64 / t_buf);
+        f.sync_data().unwrap();
+    });
     rates.push((
         "1 MiB writes + final sync, MiB/s",
         "direct",
         "buffered",
-        a,
-        b,
+        mb / t[0],
+        mb / t[1],
     ));
 
     for (job, an, bn, a, b) in rates {

@@ -16,7 +16,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo clippy for macOS, Windows and FreeBSD (platform layer; type-check only)"
 for t in x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc x86_64-unknown-freebsd; do
-  cargo clippy --target "$t" --quiet -- -D warnings
+  cargo clippy --target "$t" --lib --bins --tests --quiet -- -D warnings
 done
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet

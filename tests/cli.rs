@@ -1,6 +1,7 @@
 //! The command line and the daemon's life: clear errors on bad input with
 //! nothing touched, a background mount that returns when ready, clean
 //! unmounts on signal, busy and dead mounts.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! calls on a plain directory of the backing filesystem: each scenario runs
 //! twice, once natively and once through durafs, and the transcripts of
 //! results and errnos must be identical.
+#![cfg(target_os = "linux")]
 
 mod common;
 

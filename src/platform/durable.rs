@@ -49,7 +49,7 @@ pub enum RenameMode {
 
 /// The system calls one OS supplies to [`DurableFileIn`]. Every error is
 /// the OS's own (errno, or the Win32 error on Windows).
-pub trait Os {
+pub trait Os: Sized {
     /// An open file, owned.
     type File: fmt::Debug + Send + Sync;
     /// The directory files are opened in (a directory fd where the OS has
@@ -82,6 +82,21 @@ pub trait Os {
     /// Earlier writes reach the disk before later ones (a no-op where the
     /// file is written through, `write_through`).
     fn sync_barrier(file: &Self::File, write_through: bool) -> io::Result<()>;
+    /// Writes `len` bytes at `offset` (both multiples of `align`) from an
+    /// aligned, zeroed bounce buffer that `fill` prepares. By default a
+    /// fresh buffer and a pwrite; Linux uses a registered io_uring buffer
+    /// when io_uring is on.
+    fn write_bounced(
+        file: &Self::File,
+        len: usize,
+        align: usize,
+        offset: u64,
+        fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut buf = AlignedBuf::zeroed(len, align);
+        fill(&mut buf)?;
+        pwrite_all::<Self>(file, &buf, offset)
+    }
 }
 
 /// A file opened by the durable-IO layer of the OS `O`.
@@ -192,18 +207,23 @@ impl<O: Os> DurableFileIn<O> {
         let start = round_down(offset, a);
         let stop = round_down(end + a - 1, a);
         let size = self.size()?;
-        let mut buf = AlignedBuf::zeroed((stop - start) as usize, self.align);
-        // Keep the bytes of the edge sectors the write only partly covers.
-        if offset != start && start < size {
-            O::pread(&self.file, &mut buf[..self.align], start)?;
-        }
+        let head = offset != start && start < size;
         let last = stop - a;
-        if end != stop && last < size && (last != start || offset == start) {
-            let at = (last - start) as usize;
-            O::pread(&self.file, &mut buf[at..], last)?;
-        }
-        buf[(offset - start) as usize..(end - start) as usize].copy_from_slice(data);
-        pwrite_all::<O>(&self.file, &buf, start)?;
+        let tail = end != stop && last < size && (last != start || offset == start);
+        let file = &self.file;
+        let align = self.align;
+        O::write_bounced(file, (stop - start) as usize, align, start, &mut |buf| {
+            // Keep the bytes of the edge sectors the write only partly covers.
+            if head {
+                O::pread(file, &mut buf[..align], start)?;
+            }
+            if tail {
+                let at = (last - start) as usize;
+                O::pread(file, &mut buf[at..], last)?;
+            }
+            buf[(offset - start) as usize..(end - start) as usize].copy_from_slice(data);
+            Ok(())
+        })?;
         if stop > size.max(end) {
             O::set_size(&self.file, size.max(end))?;
         }

@@ -69,6 +69,26 @@ impl Os for Linux {
     fn sync_barrier(file: &OwnedFd, _write_through: bool) -> io::Result<()> {
         sync_barrier(file.as_fd())
     }
+
+    fn write_bounced(
+        file: &OwnedFd,
+        len: usize,
+        align: usize,
+        offset: u64,
+        fill: &mut dyn FnMut(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        // The registered buffer is page-aligned: enough for any sector.
+        if align <= 4096 {
+            if let Some(r) =
+                super::uring::write_registered(file.as_fd(), len, offset, None, &mut *fill)
+            {
+                return r;
+            }
+        }
+        let mut buf = super::AlignedBuf::zeroed(len, align);
+        fill(&mut buf)?;
+        super::durable::pwrite_all::<Linux>(file, &buf, offset)
+    }
 }
 
 /// pwrite of all of `data` at `offset`, for callers holding a borrowed fd.

@@ -64,7 +64,10 @@ pub use unknown::{
     sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
 };
 #[cfg(target_os = "linux")]
-pub use uring::{IoPath, io_uring_live, io_uring_status, set_io_uring_enabled, write_and_sync};
+pub use uring::{
+    FIXED_LEN, IoPath, MAX_BATCH, io_uring_live, io_uring_status, registered_writes,
+    set_io_uring_enabled, with_io_uring, write_and_sync, write_batch,
+};
 #[cfg(windows)]
 pub use windows::{
     advise, copy, direct_io_available, open_dir, preallocate, rename, sector_size, set_write_hint,

@@ -3,52 +3,11 @@
 //! a model that checks every write the OS layer receives.
 
 use super::*;
-use crate::platform::{
-    advise, copy, direct_io_available, open_dir, preallocate, rename, sector_size, set_write_hint,
-    sync_dir, sync_parent_dir,
-};
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 
 /// A directory on the machine's disk (ext4 here; tmpfs cannot do
 /// direct IO).
 fn disk_dir() -> tempfile::TempDir {
     tempfile::tempdir_in("/var/tmp").unwrap()
-}
-
-fn dir_fd(d: &Path) -> OwnedFd {
-    open_dir(d).unwrap()
-}
-
-/// A new file `name` in `d`, direct if asked and possible.
-fn create(d: &Path, name: &CStr, direct: bool) -> DurableFile {
-    DurableFile::open(dir_fd(d).as_fd(), name, Access::CreateNew, 0o644, direct).unwrap()
-}
-
-/// A ramfs mount, which refuses direct IO (tmpfs accepts it since
-/// Linux 6.6). Needs root, as the whole suite does.
-struct Ramfs(tempfile::TempDir);
-
-impl Ramfs {
-    fn new() -> Ramfs {
-        let d = tempfile::tempdir_in("/var/tmp").unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "ramfs", "ramfs"])
-            .arg(d.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mounting a ramfs needs root");
-        Ramfs(d)
-    }
-}
-
-impl Drop for Ramfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
@@ -57,179 +16,249 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn direct_io_takes_effect_on_disk_and_falls_back_on_ramfs() {
-    let d = disk_dir();
-    let f = create(d.path(), c"a", true);
-    assert!(
-        f.is_direct(),
-        "O_DIRECT should take effect on {}",
-        d.path().display()
-    );
-    assert!(f.align().is_power_of_two() && f.align() >= 512);
-    assert!(direct_io_available(dir_fd(d.path()).as_fd()));
+/// Linux's implementation on real files: ext4 (direct IO) and ramfs (the
+/// fallback).
+#[cfg(target_os = "linux")]
+mod linux {
+    use super::*;
+    use crate::platform::{
+        advise, copy, direct_io_available, open_dir, preallocate, rename, sector_size,
+        set_write_hint, sync_dir, sync_parent_dir,
+    };
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
 
-    let r = Ramfs::new();
-    let t = r.0.path();
-    let f = create(t, c"a", true);
-    assert!(!f.is_direct());
-    assert_eq!(f.align(), 1);
-    assert!(t.join("a").exists(), "the fallback keeps the created file");
-    f.write_at(b"still works", 0).unwrap();
-    assert_eq!(f.read_all().unwrap(), b"still works");
-    assert!(!direct_io_available(dir_fd(t).as_fd()));
-    drop(f);
-}
+    fn dir_fd(d: &Path) -> OwnedFd {
+        open_dir(d).unwrap()
+    }
 
-#[test]
-fn unaligned_direct_writes_round_trip_exactly() {
-    let d = disk_dir();
-    for (i, n) in [1usize, 511, 4097, (1 << 20) + 3].into_iter().enumerate() {
-        let name = std::ffi::CString::new(format!("f{i}")).unwrap();
-        let f = create(d.path(), &name, true);
-        assert!(f.is_direct());
-        let data = pattern(n, i as u8);
-        f.write_at(&data, 0).unwrap();
-        assert_eq!(f.size().unwrap(), n as u64, "size exactly what was written");
-        assert_eq!(f.read_all().unwrap(), data);
-        assert_eq!(std::fs::read(d.path().join(format!("f{i}"))).unwrap(), data);
-        // An unaligned overwrite in the middle keeps the bytes around it.
-        let mut model = data.clone();
-        let at = n / 3;
-        let patch = pattern((n / 2).max(1), 99);
-        let end = (at + patch.len()).min(n.max(at + patch.len()));
-        if model.len() < end {
-            model.resize(end, 0);
+    /// A new file `name` in `d`, direct if asked and possible.
+    fn create(d: &Path, name: &CStr, direct: bool) -> DurableFile {
+        DurableFile::open(dir_fd(d).as_fd(), name, Access::CreateNew, 0o644, direct).unwrap()
+    }
+
+    /// A ramfs mount, which refuses direct IO (tmpfs accepts it since
+    /// Linux 6.6). Needs root, as the whole suite does.
+    struct Ramfs(tempfile::TempDir);
+
+    impl Ramfs {
+        fn new() -> Ramfs {
+            let d = tempfile::tempdir_in("/var/tmp").unwrap();
+            let st = std::process::Command::new("mount")
+                .args(["-t", "ramfs", "ramfs"])
+                .arg(d.path())
+                .status()
+                .unwrap();
+            assert!(st.success(), "mounting a ramfs needs root");
+            Ramfs(d)
         }
-        model[at..at + patch.len()].copy_from_slice(&patch);
-        f.write_at(&patch, at as u64).unwrap();
-        assert_eq!(f.read_all().unwrap(), model);
-        let from = 3.min(model.len());
-        let mut mid = vec![0; 700];
-        let got = f.read_at(&mut mid, from as u64).unwrap();
-        assert_eq!(got, 700.min(model.len() - from));
-        assert_eq!(&mid[..got], &model[from..from + got]);
     }
-}
 
-#[test]
-fn writes_past_the_end_and_appends_keep_the_exact_size() {
-    let d = disk_dir();
-    let f = create(d.path(), c"g", true);
-    f.write_at(b"abc", 10_000).unwrap();
-    let mut want = vec![0u8; 10_003];
-    want[10_000..].copy_from_slice(b"abc");
-    assert_eq!(f.read_all().unwrap(), want);
-    f.write(b"xyz").unwrap();
-    want.extend_from_slice(b"xyz");
-    assert_eq!(f.read_all().unwrap(), want);
-    let a =
-        DurableFile::open(dir_fd(d.path()).as_fd(), c"h", Access::Append, 0o644, false).unwrap();
-    a.write(b"one ").unwrap();
-    a.write(b"two").unwrap();
-    assert_eq!(a.read_all().unwrap(), b"one two");
-    // A direct append file appends whole sectors at the right place.
-    let b = DurableFile::open(dir_fd(d.path()).as_fd(), c"h", Access::Append, 0o644, true).unwrap();
-    assert!(b.is_direct());
-    b.write(b" three").unwrap();
-    b.write(&[b'4'; 5000]).unwrap();
-    let mut want = b"one two three".to_vec();
-    want.extend_from_slice(&[b'4'; 5000]);
-    assert_eq!(std::fs::read(d.path().join("h")).unwrap(), want);
-}
-
-#[test]
-fn aligned_writes_demand_alignment() {
-    let d = disk_dir();
-    let f = create(d.path(), c"a", true);
-    let a = f.align();
-    let mut buf = AlignedBuf::zeroed(2 * a, a);
-    buf.fill(5);
-    f.write_aligned_at(&buf, a as u64).unwrap();
-    assert_eq!(f.size().unwrap(), 3 * a as u64);
-    let bad = AlignedBuf::zeroed(a + 1, a);
-    let e = f.write_aligned_at(&bad, 0).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-    assert_eq!(
-        f.write_aligned_at(&buf, 1).unwrap_err().kind(),
-        io::ErrorKind::InvalidInput
-    );
-}
-
-#[test]
-fn preallocate_reserves_blocks_without_changing_the_size() {
-    let d = disk_dir();
-    let f = create(d.path(), c"p", false);
-    f.write_at(b"hello", 0).unwrap();
-    let before = std::fs::metadata(d.path().join("p")).unwrap();
-    assert!(preallocate(f.fd(), 0, 8 << 20).unwrap());
-    let after = std::fs::metadata(d.path().join("p")).unwrap();
-    assert_eq!(after.len(), 5);
-    assert!(
-        after.blocks() * 512 >= 8 << 20 && after.blocks() > before.blocks(),
-        "{} -> {} blocks",
-        before.blocks(),
-        after.blocks()
-    );
-}
-
-#[test]
-fn syncs_are_issued() {
-    let d = disk_dir();
-    let f = create(d.path(), c"s", false);
-    let c0 = crate::platform::sync_counts();
-    f.sync_data().unwrap();
-    f.sync_full().unwrap();
-    f.sync_barrier().unwrap();
-    sync_dir(dir_fd(d.path()).as_fd()).unwrap();
-    sync_parent_dir(&d.path().join("s")).unwrap();
-    let c1 = crate::platform::sync_counts();
-    // Other tests sync concurrently: at least ours are counted.
-    assert!(c1.fdatasync - c0.fdatasync >= 2, "{c0:?} -> {c1:?}");
-    assert!(c1.fsync - c0.fsync >= 3, "{c0:?} -> {c1:?}");
-}
-
-#[test]
-fn rename_modes() {
-    let d = disk_dir();
-    let dir = dir_fd(d.path());
-    std::fs::write(d.path().join("a"), "A").unwrap();
-    std::fs::write(d.path().join("b"), "B").unwrap();
-    let e = rename(dir.as_fd(), c"a", dir.as_fd(), c"b", RenameMode::NoReplace).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
-    rename(dir.as_fd(), c"a", dir.as_fd(), c"b", RenameMode::Exchange).unwrap();
-    assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "B");
-    assert_eq!(std::fs::read_to_string(d.path().join("b")).unwrap(), "A");
-    rename(dir.as_fd(), c"a", dir.as_fd(), c"b", RenameMode::Replace).unwrap();
-    assert!(!d.path().join("a").exists());
-    assert_eq!(std::fs::read_to_string(d.path().join("b")).unwrap(), "B");
-    rename(dir.as_fd(), c"b", dir.as_fd(), c"c", RenameMode::NoReplace).unwrap();
-    assert_eq!(std::fs::read_to_string(d.path().join("c")).unwrap(), "B");
-}
-
-#[test]
-fn copy_copies_everything_across_filesystems_too() {
-    let d = disk_dir();
-    let data = pattern(3 << 20, 7);
-    std::fs::write(d.path().join("src"), &data).unwrap();
-    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-    for target in [d.path().to_path_buf(), shm.path().to_path_buf()] {
-        let src = std::fs::File::open(d.path().join("src")).unwrap();
-        let dst = std::fs::File::create(target.join("dst")).unwrap();
-        assert_eq!(copy(src.as_fd(), dst.as_fd()).unwrap(), data.len() as u64);
-        assert_eq!(std::fs::read(target.join("dst")).unwrap(), data);
+    impl Drop for Ramfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
     }
-}
 
-#[test]
-fn sector_probe_is_a_power_of_two_and_hints_are_accepted() {
-    let d = disk_dir();
-    let f = std::fs::File::create(d.path().join("x")).unwrap();
-    let s = sector_size(f.as_fd());
-    assert!(s.is_power_of_two() && s >= 512, "{s}");
-    advise(f.as_fd(), crate::policy::Advice::Sequential).unwrap();
-    // Advisory: some kernels and filesystems refuse it; it must not panic.
-    let _ = set_write_hint(f.as_fd(), crate::policy::WriteHint::Short);
+    #[test]
+    fn direct_io_takes_effect_on_disk_and_falls_back_on_ramfs() {
+        let d = disk_dir();
+        let f = create(d.path(), c"a", true);
+        assert!(
+            f.is_direct(),
+            "O_DIRECT should take effect on {}",
+            d.path().display()
+        );
+        assert!(f.align().is_power_of_two() && f.align() >= 512);
+        assert!(direct_io_available(dir_fd(d.path()).as_fd()));
+
+        let r = Ramfs::new();
+        let t = r.0.path();
+        let f = create(t, c"a", true);
+        assert!(!f.is_direct());
+        assert_eq!(f.align(), 1);
+        assert!(t.join("a").exists(), "the fallback keeps the created file");
+        f.write_at(b"still works", 0).unwrap();
+        assert_eq!(f.read_all().unwrap(), b"still works");
+        assert!(!direct_io_available(dir_fd(t).as_fd()));
+        drop(f);
+    }
+
+    /// Runs `f` on the system-call path and then on io_uring (registered
+    /// buffers for direct writes), checking the latter was taken.
+    fn on_both_io_paths(f: impl Fn()) {
+        crate::platform::with_io_uring(false, &f);
+        let before = crate::platform::registered_writes();
+        crate::platform::with_io_uring(true, &f);
+        assert!(
+            crate::platform::registered_writes() > before,
+            "direct writes should go through the registered io_uring buffer: {}",
+            crate::platform::io_uring_status()
+        );
+    }
+
+    #[test]
+    fn unaligned_direct_writes_round_trip_exactly() {
+        on_both_io_paths(unaligned_direct_writes_round_trip);
+    }
+
+    #[test]
+    fn writes_past_the_end_and_appends_keep_the_exact_size() {
+        on_both_io_paths(writes_past_the_end_and_appends);
+    }
+
+    fn unaligned_direct_writes_round_trip() {
+        let d = disk_dir();
+        for (i, n) in [1usize, 511, 4097, (1 << 20) + 3].into_iter().enumerate() {
+            let name = std::ffi::CString::new(format!("f{i}")).unwrap();
+            let f = create(d.path(), &name, true);
+            assert!(f.is_direct());
+            let data = pattern(n, i as u8);
+            f.write_at(&data, 0).unwrap();
+            assert_eq!(f.size().unwrap(), n as u64, "size exactly what was written");
+            assert_eq!(f.read_all().unwrap(), data);
+            assert_eq!(std::fs::read(d.path().join(format!("f{i}"))).unwrap(), data);
+            // An unaligned overwrite in the middle keeps the bytes around it.
+            let mut model = data.clone();
+            let at = n / 3;
+            let patch = pattern((n / 2).max(1), 99);
+            let end = (at + patch.len()).min(n.max(at + patch.len()));
+            if model.len() < end {
+                model.resize(end, 0);
+            }
+            model[at..at + patch.len()].copy_from_slice(&patch);
+            f.write_at(&patch, at as u64).unwrap();
+            assert_eq!(f.read_all().unwrap(), model);
+            let from = 3.min(model.len());
+            let mut mid = vec![0; 700];
+            let got = f.read_at(&mut mid, from as u64).unwrap();
+            assert_eq!(got, 700.min(model.len() - from));
+            assert_eq!(&mid[..got], &model[from..from + got]);
+        }
+    }
+
+    fn writes_past_the_end_and_appends() {
+        let d = disk_dir();
+        let f = create(d.path(), c"g", true);
+        f.write_at(b"abc", 10_000).unwrap();
+        let mut want = vec![0u8; 10_003];
+        want[10_000..].copy_from_slice(b"abc");
+        assert_eq!(f.read_all().unwrap(), want);
+        f.write(b"xyz").unwrap();
+        want.extend_from_slice(b"xyz");
+        assert_eq!(f.read_all().unwrap(), want);
+        let a = DurableFile::open(dir_fd(d.path()).as_fd(), c"h", Access::Append, 0o644, false)
+            .unwrap();
+        a.write(b"one ").unwrap();
+        a.write(b"two").unwrap();
+        assert_eq!(a.read_all().unwrap(), b"one two");
+        // A direct append file appends whole sectors at the right place.
+        let b =
+            DurableFile::open(dir_fd(d.path()).as_fd(), c"h", Access::Append, 0o644, true).unwrap();
+        assert!(b.is_direct());
+        b.write(b" three").unwrap();
+        b.write(&[b'4'; 5000]).unwrap();
+        let mut want = b"one two three".to_vec();
+        want.extend_from_slice(&[b'4'; 5000]);
+        assert_eq!(std::fs::read(d.path().join("h")).unwrap(), want);
+    }
+
+    #[test]
+    fn aligned_writes_demand_alignment() {
+        let d = disk_dir();
+        let f = create(d.path(), c"a", true);
+        let a = f.align();
+        let mut buf = AlignedBuf::zeroed(2 * a, a);
+        buf.fill(5);
+        f.write_aligned_at(&buf, a as u64).unwrap();
+        assert_eq!(f.size().unwrap(), 3 * a as u64);
+        let bad = AlignedBuf::zeroed(a + 1, a);
+        let e = f.write_aligned_at(&bad, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            f.write_aligned_at(&buf, 1).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn preallocate_reserves_blocks_without_changing_the_size() {
+        let d = disk_dir();
+        let f = create(d.path(), c"p", false);
+        f.write_at(b"hello", 0).unwrap();
+        let before = std::fs::metadata(d.path().join("p")).unwrap();
+        assert!(preallocate(f.fd(), 0, 8 << 20).unwrap());
+        let after = std::fs::metadata(d.path().join("p")).unwrap();
+        assert_eq!(after.len(), 5);
+        assert!(
+            after.blocks() * 512 >= 8 << 20 && after.blocks() > before.blocks(),
+            "{} -> {} blocks",
+            before.blocks(),
+            after.blocks()
+        );
+    }
+
+    #[test]
+    fn syncs_are_issued() {
+        let d = disk_dir();
+        let f = create(d.path(), c"s", false);
+        let c0 = crate::platform::sync_counts();
+        f.sync_data().unwrap();
+        f.sync_full().unwrap();
+        f.sync_barrier().unwrap();
+        sync_dir(dir_fd(d.path()).as_fd()).unwrap();
+        sync_parent_dir(&d.path().join("s")).unwrap();
+        let c1 = crate::platform::sync_counts();
+        // Other tests sync concurrently: at least ours are counted.
+        assert!(c1.fdatasync - c0.fdatasync >= 2, "{c0:?} -> {c1:?}");
+        assert!(c1.fsync - c0.fsync >= 3, "{c0:?} -> {c1:?}");
+    }
+
+    #[test]
+    fn rename_modes() {
+        let d = disk_dir();
+        let dir = dir_fd(d.path());
+        std::fs::write(d.path().join("a"), "A").unwrap();
+        std::fs::write(d.path().join("b"), "B").unwrap();
+        let e = rename(dir.as_fd(), c"a", dir.as_fd(), c"b", RenameMode::NoReplace).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        rename(dir.as_fd(), c"a", dir.as_fd(), c"b", RenameMode::Exchange).unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "B");
+        assert_eq!(std::fs::read_to_string(d.path().join("b")).unwrap(), "A");
+        rename(dir.as_fd(), c"a", dir.as_fd(), c"b", RenameMode::Replace).unwrap();
+        assert!(!d.path().join("a").exists());
+        assert_eq!(std::fs::read_to_string(d.path().join("b")).unwrap(), "B");
+        rename(dir.as_fd(), c"b", dir.as_fd(), c"c", RenameMode::NoReplace).unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join("c")).unwrap(), "B");
+    }
+
+    #[test]
+    fn copy_copies_everything_across_filesystems_too() {
+        let d = disk_dir();
+        let data = pattern(3 << 20, 7);
+        std::fs::write(d.path().join("src"), &data).unwrap();
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        for target in [d.path().to_path_buf(), shm.path().to_path_buf()] {
+            let src = std::fs::File::open(d.path().join("src")).unwrap();
+            let dst = std::fs::File::create(target.join("dst")).unwrap();
+            assert_eq!(copy(src.as_fd(), dst.as_fd()).unwrap(), data.len() as u64);
+            assert_eq!(std::fs::read(target.join("dst")).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn sector_probe_is_a_power_of_two_and_hints_are_accepted() {
+        let d = disk_dir();
+        let f = std::fs::File::create(d.path().join("x")).unwrap();
+        let s = sector_size(f.as_fd());
+        assert!(s.is_power_of_two() && s >= 512, "{s}");
+        advise(f.as_fd(), crate::policy::Advice::Sequential).unwrap();
+        // Advisory: some kernels and filesystems refuse it; it must not panic.
+        let _ = set_write_hint(f.as_fd(), crate::policy::WriteHint::Short);
+    }
 }
 
 /// An OS that keeps files in memory and, like O_DIRECT, refuses any
