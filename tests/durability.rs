@@ -566,6 +566,63 @@ fn append_preallocates_ahead_and_trims_at_close() {
     );
 }
 
+/// Under `interval`, opens of passthrough and append files leave their
+/// writes to the kernel (FUSE passthrough) and the flusher watches the
+/// file: it syncs every interval while the file changes, not while it
+/// does not, keeps an append file's preallocation ahead of its size, and
+/// syncs once more after the last close.
+#[test]
+fn interval_syncs_files_whose_writes_bypass_the_daemon() {
+    let p = PolicyFile::new(
+        "[defaults]\nwrite = \"append\"\npreallocate = \"1MiB\"\nsync = { interval = \"100ms\" }\n",
+    );
+    let m = Mount::with_args(&["--policy", p.0.to_str().unwrap()]);
+    let syncs = || rule(&m, "defaults")["durafs_syncs"].as_u64().unwrap();
+    let settle = || std::thread::sleep(Duration::from_millis(450));
+    // The writer is a shell of its own using builtins only: a fork in
+    // this test process (`durafs status`, other tests) would close an
+    // inherited copy of the file, and a close releases the preallocation.
+    let mut sh = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 3>>'{}'; printf '%5000s' '' >&3; read x; printf more >&3; read x",
+            m.m("log").display()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut go = sh.stdin.take().unwrap();
+    settle();
+    let open = fs::metadata(m.b("log")).unwrap();
+    assert_eq!(open.len(), 5000);
+    assert!(
+        open.blocks() * 512 >= 1 << 20,
+        "not preallocated: {} blocks",
+        open.blocks()
+    );
+    let r = rule(&m, "defaults");
+    assert_eq!(r["writes"], 0, "the writes went through the daemon: {r}");
+    let s1 = syncs();
+    assert!(s1 >= 1, "no interval sync of a written file: {r}");
+    settle();
+    assert_eq!(syncs(), s1, "an unchanged file was synced again");
+    writeln!(go, "more").unwrap();
+    settle();
+    let s2 = syncs();
+    assert!(s2 > s1, "a changed file was not synced: {s1} -> {s2}");
+    writeln!(go, "close").unwrap();
+    assert!(sh.wait().unwrap().success());
+    settle();
+    assert!(syncs() > s2, "no sync after the last close");
+    let closed = fs::metadata(m.b("log")).unwrap();
+    assert_eq!(closed.len(), 5004);
+    assert!(
+        closed.blocks() * 512 < 1 << 20,
+        "tail not released: {} blocks",
+        closed.blocks()
+    );
+}
+
 #[test]
 fn direct_writes_keep_unaligned_neighbours_intact() {
     let (m, _p) = crash_mount("[defaults]\nwrite = \"direct\"\n");

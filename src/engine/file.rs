@@ -47,6 +47,9 @@ pub struct FileState {
     pub(super) current: Mutex<Option<Arc<OwnedFd>>>,
     /// a write is waiting for the interval flusher
     pub(super) interval_dirty: AtomicBool,
+    /// open writers whose writes the daemon does not see (the flusher
+    /// watches the file while there are any)
+    pub(super) watchers: AtomicUsize,
     /// atomic replace impossible (hard-linked): writes go in place
     pub(super) in_place: AtomicBool,
 }
@@ -66,6 +69,7 @@ impl FileState {
             stage: Mutex::new(None),
             current: Mutex::new(None),
             interval_dirty: AtomicBool::new(false),
+            watchers: AtomicUsize::new(0),
             in_place: AtomicBool::new(false),
         }
     }

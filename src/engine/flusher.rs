@@ -1,10 +1,21 @@
 //! The interval flusher: syncs each file written under `sync = { interval }`
 //! at most that long after its first unsynced write, and everything still
 //! pending when the mount ends.
+//!
+//! Files whose writes the daemon does not see (kernel passthrough opens of
+//! `passthrough` and `append` files) are watched instead: while such an
+//! open lives, the file is synced every interval unless it is provably
+//! unchanged since the last sync (same size and mtime, and that mtime well
+//! before the sync began, so no write can hide inside the timestamp's
+//! granularity), and an `append` file's preallocation is moved ahead of
+//! its size. The last such close queues one more sync.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::platform;
 
 use super::file::FileState;
 use super::stats::RuleStats;
@@ -17,9 +28,83 @@ struct Pending {
     stats: Arc<RuleStats>,
 }
 
+/// A file synced every interval while opens the daemon cannot see live.
+struct Watched {
+    due: Instant,
+    every: Duration,
+    file: Arc<FileState>,
+    kind: SyncKind,
+    stats: Arc<RuleStats>,
+    /// the `append` preallocation step (0: none)
+    step: u64,
+    /// (mtime ns, size) before the last sync, and when that sync began
+    last: Option<(i128, u64, i128)>,
+}
+
+/// A write's mtime can lag the clock by the timestamp granularity (a
+/// jiffy, coarse clocks): a file modified this long before a sync began
+/// cannot be written again without its mtime moving.
+const MTIME_SLACK_NS: i128 = 50_000_000;
+
+fn now_ns() -> i128 {
+    match SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(_) => 0,
+    }
+}
+
+impl Watched {
+    /// Syncs the file unless it is provably unchanged since the last
+    /// sync, and moves an append file's preallocation ahead of its size.
+    fn tick(&mut self, core: &Core) {
+        let began = now_ns();
+        let fd = self.file.sync_fd();
+        let Ok(st) = platform::stat_fd(fd.as_fd()) else {
+            return;
+        };
+        let mtime = st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128;
+        let size = st.st_size as u64;
+        if self.step > 0 {
+            self.reserve(fd.as_fd(), size);
+        }
+        if let Some((m, s, at)) = self.last {
+            if m == mtime && s == size && m + MTIME_SLACK_NS < at {
+                return;
+            }
+        }
+        match core.file_sync(&self.file, self.kind, &self.stats) {
+            Ok(()) => self.last = Some((mtime, size, began)),
+            Err(e) => tracing::error!(
+                "interval sync of {} failed: {e}",
+                String::from_utf8_lossy(&self.file.path)
+            ),
+        }
+    }
+
+    /// Keeps at least half a step reserved past the end of file.
+    fn reserve(&self, fd: std::os::fd::BorrowedFd<'_>, size: u64) {
+        let file = &self.file;
+        let _l = file.io_lock.lock().expect("file lock poisoned");
+        let from = file.reserved.load(Ordering::Acquire);
+        if from == u64::MAX || size + self.step / 2 < from {
+            return;
+        }
+        let from = from.max(size);
+        let to = (size / self.step + 2) * self.step;
+        match platform::preallocate(fd, from, to - from) {
+            Ok(_) => file.reserved.store(to, Ordering::Release),
+            Err(e) => {
+                tracing::debug!("preallocation refused: {e}");
+                file.reserved.store(u64::MAX, Ordering::Release);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     pending: Vec<Pending>,
+    watched: Vec<Watched>,
     stop: bool,
 }
 
@@ -51,6 +136,63 @@ impl Flusher {
             kind,
             stats: stats.clone(),
         });
+        drop(q);
+        self.start(core);
+        self.cv.notify_one();
+    }
+
+    /// Watches `file` (see the module docs) for one more open whose
+    /// writes the daemon does not see.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn watch(
+        self: &Arc<Self>,
+        core: &Arc<Core>,
+        file: &Arc<FileState>,
+        interval: Duration,
+        kind: SyncKind,
+        stats: &Arc<RuleStats>,
+        step: u64,
+    ) {
+        if file.watchers.fetch_add(1, Ordering::AcqRel) > 0 {
+            return;
+        }
+        let mut q = self.queue.lock().expect("flusher poisoned");
+        q.watched.push(Watched {
+            due: Instant::now() + interval,
+            every: interval,
+            file: file.clone(),
+            kind,
+            stats: stats.clone(),
+            step,
+            last: None,
+        });
+        drop(q);
+        self.start(core);
+        self.cv.notify_one();
+    }
+
+    /// One such open closed; after the last, the file gets one more sync
+    /// within the interval, as if its last write had just been seen.
+    pub(super) fn unwatch(
+        self: &Arc<Self>,
+        core: &Arc<Core>,
+        file: &Arc<FileState>,
+        interval: Duration,
+        kind: SyncKind,
+        stats: &Arc<RuleStats>,
+    ) {
+        if file.watchers.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        self.queue
+            .lock()
+            .expect("flusher poisoned")
+            .watched
+            .retain(|w| !Arc::ptr_eq(&w.file, file));
+        self.schedule(core, file, interval, kind, stats);
+    }
+
+    fn start(self: &Arc<Self>, core: &Arc<Core>) {
         let mut t = self.thread.lock().expect("flusher poisoned");
         if t.is_none() {
             let (me, core) = (self.clone(), core.clone());
@@ -59,14 +201,31 @@ impl Flusher {
                 .spawn(move || me.run(&core))
                 .ok();
         }
-        drop(t);
-        self.cv.notify_one();
     }
 
     fn run(&self, core: &Core) {
         let mut q = self.queue.lock().expect("flusher poisoned");
         loop {
             let now = Instant::now();
+            let stop = q.stop;
+            if q.watched.iter().any(|w| w.due <= now || stop) {
+                // Ticked outside the lock, so writers scheduling syncs do
+                // not wait for these; a file unwatched meanwhile (no
+                // watchers left) is dropped when they are put back.
+                let mut watched = std::mem::take(&mut q.watched);
+                drop(q);
+                for w in watched.iter_mut().filter(|w| w.due <= now || stop) {
+                    w.tick(core);
+                    w.due = Instant::now() + w.every;
+                }
+                q = self.queue.lock().expect("flusher poisoned");
+                if !stop {
+                    watched.retain(|w| w.file.watchers.load(Ordering::Acquire) > 0);
+                    watched.append(&mut q.watched);
+                    q.watched = watched;
+                }
+                continue;
+            }
             let due: Vec<Pending> = {
                 let (due, later) = std::mem::take(&mut q.pending)
                     .into_iter()
@@ -91,7 +250,8 @@ impl Flusher {
             if q.stop {
                 return;
             }
-            q = match q.pending.iter().map(|p| p.due).min() {
+            let next = q.pending.iter().map(|p| p.due);
+            q = match next.chain(q.watched.iter().map(|w| w.due)).min() {
                 Some(d) => {
                     self.cv
                         .wait_timeout(q, d.saturating_duration_since(now))

@@ -278,6 +278,9 @@ pub struct Writer {
     stats: Arc<RuleStats>,
     /// the process that opened it (atomic opens: only its closes commit)
     opener: u32,
+    /// the flusher watches the file for this open (its writes may bypass
+    /// the daemon)
+    watched: bool,
 }
 
 impl std::fmt::Debug for Writer {
@@ -506,7 +509,27 @@ impl Engine {
             direct,
             stats,
             opener: if atomic { opener() } else { 0 },
+            watched: false,
         };
+        let mut w = w;
+        if self.watched(&w) {
+            if let SyncTrigger::Interval(every) = w.policy.sync {
+                let step = if w.policy.write == WriteStrategy::Append {
+                    self.reserve(
+                        &w,
+                        fd,
+                        w.file.reserved.load(Ordering::Acquire).saturating_add(1),
+                    );
+                    w.policy.preallocate
+                } else {
+                    0
+                };
+                let kind = SyncKind::of(w.policy.method);
+                self.flusher
+                    .watch(&self.core, &w.file, every, kind, &w.stats, step);
+                w.watched = true;
+            }
+        }
         if w.atomic() && flags & libc::O_TRUNC != 0 {
             // The truncation happens in the stage; the target keeps its
             // contents until the commit.
@@ -555,13 +578,31 @@ impl Engine {
             p.sync,
             SyncTrigger::Always | SyncTrigger::OnClose | SyncTrigger::Interval(_)
         );
+        let needs_writes = p.write != WriteStrategy::Passthrough || sync_needs_writes;
         KernelIo {
-            intercept: tracked || p.write != WriteStrategy::Passthrough || sync_needs_writes,
+            intercept: tracked || (needs_writes && !Self::watchable(p)),
             direct_io: p.sync == SyncTrigger::Always
                 || matches!(p.write, WriteStrategy::Direct | WriteStrategy::Atomic),
             flush: p.sync == SyncTrigger::OnClose
                 || matches!(p.write, WriteStrategy::Atomic | WriteStrategy::Append),
         }
+    }
+
+    /// Whether a writable open under `p` can leave its writes to the kernel
+    /// (passthrough) and be kept by the flusher watching the file: an
+    /// interval sync of a passthrough or append file (nothing tracked).
+    fn watchable(p: &FilePolicy) -> bool {
+        matches!(p.sync, SyncTrigger::Interval(_))
+            && matches!(p.write, WriteStrategy::Passthrough | WriteStrategy::Append)
+    }
+
+    /// Whether this writable open is watched by the flusher rather than
+    /// seen write by write.
+    fn watched(&self, w: &Writer) -> bool {
+        w.writable
+            && Self::watchable(&w.policy)
+            && self.core.crash.is_none()
+            && !self.core.faults.active()
     }
 
     /// The fd this open's reads, truncates, hole punches and seeks go to.
@@ -991,6 +1032,11 @@ impl Engine {
     pub fn release(&self, w: &Writer, own: BorrowedFd<'_>) -> Option<Repoint> {
         if !w.writable {
             return None;
+        }
+        if let (true, SyncTrigger::Interval(every)) = (w.watched, w.policy.sync) {
+            let kind = SyncKind::of(w.policy.method);
+            self.flusher
+                .unwatch(&self.core, &w.file, every, kind, &w.stats);
         }
         let left = w.file.writers.fetch_sub(1, Ordering::AcqRel) - 1;
         if left > 0 {
