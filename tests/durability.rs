@@ -10,6 +10,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -316,6 +317,28 @@ fn rename_over(policy: &str) -> Vec<u8> {
 fn dir_sync_makes_a_rename_over_durable() {
     assert_eq!(rename_over("[defaults]\ndir-sync = true\n"), b"new state");
     assert_eq!(rename_over(PLAIN), b"old state");
+}
+
+/// A size set by fallocate is a size change like any other: lost unless
+/// the file is synced (fio lays its files out this way before writing).
+#[test]
+fn fallocated_size_is_not_durable_until_synced() {
+    let (m, _p) = crash_mount(PLAIN);
+    fs::write(m.m("f"), b"").unwrap();
+    File::open(m.m("f")).unwrap().sync_all().unwrap();
+    fsync_dir(&m.mnt);
+    // (as posix_fallocate does; the fallocate(1) tool also fsyncs)
+    let mut f = OpenOptions::new().write(true).open(m.m("f")).unwrap();
+    durafs::platform::fallocate(f.as_fd(), 0, 0, 1 << 20).unwrap();
+    f.write_all(b"not synced").unwrap();
+    drop(f);
+    assert_eq!(fs::metadata(m.b("f")).unwrap().len(), 1 << 20);
+    crash(&m);
+    assert_eq!(
+        fs::metadata(m.b("f")).unwrap().len(),
+        0,
+        "the unsynced fallocate survived"
+    );
 }
 
 fn written_then_waited(policy: &str) -> Vec<u8> {

@@ -227,6 +227,11 @@ impl PassthroughFs {
                 .before_modify(fd.as_fd(), offset, u64::MAX / 2)?;
         } else if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
             self.engine.before_modify(fd.as_fd(), offset, len)?;
+        } else {
+            // Allocation changes no bytes, but may grow the file: the crash
+            // simulator must know the size before it (a change of zero
+            // bytes registers it).
+            self.engine.before_modify(fd.as_fd(), offset, 0)?;
         }
         platform::fallocate(fd.as_fd(), mode, offset, len)
     }
