@@ -501,7 +501,7 @@ impl Engine {
             let _ = platform::advise(fd, a);
         }
         let atomic = is_writable && fp.write == WriteStrategy::Atomic;
-        let w = Writer {
+        let mut w = Writer {
             policy: fp,
             file,
             writable: is_writable,
@@ -511,24 +511,22 @@ impl Engine {
             opener: if atomic { opener() } else { 0 },
             watched: false,
         };
-        let mut w = w;
-        if self.watched(&w) {
-            if let SyncTrigger::Interval(every) = w.policy.sync {
-                let step = if w.policy.write == WriteStrategy::Append {
-                    self.reserve(
-                        &w,
-                        fd,
-                        w.file.reserved.load(Ordering::Acquire).saturating_add(1),
-                    );
-                    w.policy.preallocate
-                } else {
-                    0
-                };
-                let kind = SyncKind::of(w.policy.method);
-                self.flusher
-                    .watch(&self.core, &w.file, every, kind, &w.stats, step);
-                w.watched = true;
-            }
+        if self.watched(&w)
+            && let SyncTrigger::Interval(every) = w.policy.sync
+        {
+            // Its writes bypass the daemon: the flusher watches the file,
+            // and an append file is preallocated now and at each tick.
+            let step = if w.policy.write == WriteStrategy::Append {
+                let past_end = w.file.reserved.load(Ordering::Acquire).saturating_add(1);
+                self.reserve(&w, fd, past_end);
+                w.policy.preallocate
+            } else {
+                0
+            };
+            let kind = SyncKind::of(w.policy.method);
+            self.flusher
+                .watch(&self.core, &w.file, every, kind, &w.stats, step);
+            w.watched = true;
         }
         if w.atomic() && flags & libc::O_TRUNC != 0 {
             // The truncation happens in the stage; the target keeps its
