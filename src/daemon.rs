@@ -609,6 +609,7 @@ pub fn serve(
         FsOptions {
             default_permissions: opts.default_permissions,
             max_inode_fds: opts.max_inode_fds,
+            mountpoint: Some(mountpoint.clone()),
         },
         Engine::with_options(
             policy.policy,

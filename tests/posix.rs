@@ -728,3 +728,47 @@ fn inode_numbers_match_the_backing_store_and_stay_stable() {
         .collect();
     assert_eq!(listed, vec![through]);
 }
+
+/// A read-only O_TRUNC open of a program some process is running fails
+/// with ETXTBSY and truncates nothing, as on the backing filesystem (the
+/// kernel checks it only after the FUSE OPEN, which would truncate); once
+/// the program has exited, the same open truncates.
+#[test]
+fn read_only_truncating_open_of_a_running_program_is_etxtbsy() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let m = Mount::new();
+    let exe = m.m("prog");
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("sleep(1)");
+    // Copied by cp, so no writable fd of it exists in this (threaded)
+    // process for a concurrent fork to inherit.
+    let cp = std::process::Command::new("cp")
+        .arg(sleep)
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let len = fs::metadata(&exe).unwrap().len();
+    let mut child = std::process::Command::new(&exe).arg("10").spawn().unwrap();
+    let trunc = || {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_TRUNC)
+            .open(&exe)
+    };
+    let e = trunc().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ETXTBSY), "{e}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the running program died"
+    );
+    assert_eq!(fs::metadata(m.b("prog")).unwrap().len(), len);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(trunc().unwrap());
+    assert_eq!(fs::metadata(m.b("prog")).unwrap().len(), 0);
+}

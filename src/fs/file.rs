@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use super::handle::FileHandle;
@@ -79,6 +80,15 @@ impl PassthroughFs {
         let policy = self.engine.resolve(|| self.rel_path(inode_fd.as_fd()));
         self.engine.check_open(&policy.1)?;
         let flags = backing_flags(flags);
+        if flags & libc::O_TRUNC != 0
+            && flags & libc::O_ACCMODE == libc::O_RDONLY
+            && self.executing(inode_fd.as_fd())
+        {
+            // The kernel checks ETXTBSY for a read-only O_TRUNC open only
+            // after the OPEN (FUSE_ATOMIC_O_TRUNC) has truncated: refuse
+            // here, before the truncation kills the running program.
+            return Err(errno(libc::ETXTBSY));
+        }
         let open_flags = self.engine.backing_flags(&policy.0, flags);
         if open_flags & libc::O_TRUNC != 0 {
             self.engine.before_truncating_open(inode_fd.as_fd())?;
@@ -88,6 +98,33 @@ impl PassthroughFs {
             platform::reopen(inode_fd.as_fd(), open_flags)?
         };
         self.register_open(caller, inode, fd, flags, policy)
+    }
+
+    /// Whether some process runs the file behind `fd` as its program
+    /// (`/proc/PID/exe` names it under the mount point). A write open of
+    /// such a file fails with ETXTBSY in the kernel before the daemon hears
+    /// of it; a read-only O_TRUNC open is checked only after the OPEN, so
+    /// the daemon checks it itself. Scans /proc: read-only O_TRUNC opens
+    /// are rare.
+    fn executing(&self, fd: BorrowedFd<'_>) -> bool {
+        let Some(mnt) = &self.opts.mountpoint else {
+            return false;
+        };
+        let rel = self.rel_path(fd);
+        let mut want = mnt.as_os_str().as_bytes().to_vec();
+        if !rel.is_empty() {
+            want.push(b'/');
+            want.extend_from_slice(&rel);
+        }
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        procs.flatten().any(|e| {
+            let name = e.file_name();
+            name.as_bytes().iter().all(u8::is_ascii_digit)
+                && std::fs::read_link(e.path().join("exe"))
+                    .is_ok_and(|exe| exe.as_os_str().as_bytes() == want.as_slice())
+        })
     }
 
     /// Creates (or, without O_EXCL, opens) `name` in `parent` and opens it.

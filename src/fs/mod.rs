@@ -64,6 +64,9 @@ pub struct FsOptions {
     /// How many inodes may hold an fd before new ones are held by file
     /// handle (None: 3/4 of RLIMIT_NOFILE, read when the filesystem starts).
     pub max_inode_fds: Option<usize>,
+    /// Where the filesystem is mounted (canonical), to recognise a file
+    /// some process is executing (see `PassthroughFs::executing`).
+    pub mountpoint: Option<PathBuf>,
 }
 
 /// The passthrough filesystem over one backing directory.
