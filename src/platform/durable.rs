@@ -363,6 +363,36 @@ pub(super) fn complete(done: usize, want: usize) -> io::Result<()> {
 
 /// Says once per process that `what` fell back to something weaker, and
 /// why (a sync primitive the filesystem refuses, say).
+/// The directory holding `path` (`.` for a bare name): what every OS's
+/// `sync_parent_dir` syncs.
+pub(super) fn parent_of(path: &std::path::Path) -> &std::path::Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    }
+}
+
+/// Reads at `offset` until `buf` is full or `read_at` says end of file,
+/// retrying interrupted reads: the `Os::pread` of the OS modules whose
+/// system call may return short (Linux's own pread wrapper already loops).
+#[cfg_attr(all(target_os = "linux", not(test)), allow(dead_code))]
+pub(super) fn read_full(
+    buf: &mut [u8],
+    offset: u64,
+    mut read_at: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub(super) fn fallback_once(flag: &AtomicBool, what: &str, e: &io::Error) {
     if !flag.swap(true, Ordering::Relaxed) {

@@ -162,11 +162,7 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 
 /// fsync of the directory holding `path`.
 pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    super::fsync(open_dir(parent)?.as_fd())
+    sync_dir(open_dir(super::durable::parent_of(path))?.as_fd())
 }
 
 /// An atomic rename. NoReplace and Exchange need renameat2 and a

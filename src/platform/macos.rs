@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::durable::{Access, Os, RenameMode, fallback_once};
+use super::durable::{Access, Os, RenameMode, fallback_once, parent_of, read_full};
 
 /// macOS, for [`super::DurableFileIn`].
 #[derive(Debug, Clone, Copy)]
@@ -96,26 +96,17 @@ impl Os for MacOs {
     }
 
     fn pread(file: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            let rest = &mut buf[done..];
+        read_full(buf, offset, |rest, at| {
             // SAFETY: `rest` is valid for writes of its length.
-            let r = unsafe {
+            cvt_size(unsafe {
                 libc::pread(
                     file.as_raw_fd(),
                     rest.as_mut_ptr().cast(),
                     rest.len(),
-                    (offset + done as u64) as libc::off_t,
+                    at as libc::off_t,
                 )
-            };
-            match cvt_size(r) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+            })
+        })
     }
 
     fn pwrite(file: &OwnedFd, buf: &[u8], offset: u64) -> io::Result<usize> {
@@ -243,11 +234,7 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 
 /// A sync of the directory holding `path`.
 pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    sync_dir(open_dir(parent)?.as_fd())
+    sync_dir(open_dir(parent_of(path))?.as_fd())
 }
 
 /// An atomic rename: renameat, or renameatx_np with RENAME_EXCL (no

@@ -78,16 +78,8 @@ impl Os for Portable {
         let _at = file.cursor.lock().unwrap_or_else(|p| p.into_inner());
         let mut f = &file.file;
         f.seek(SeekFrom::Start(offset))?;
-        let mut done = 0;
-        while done < buf.len() {
-            match f.read(&mut buf[done..]) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        // Sequential from the seek: the offset the helper passes is implied.
+        super::durable::read_full(buf, offset, |rest, _| f.read(rest))
     }
 
     fn pwrite(file: &PortableFile, buf: &[u8], offset: u64) -> io::Result<usize> {
@@ -168,10 +160,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// A sync of the directory holding `path`.
 pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
-        _ => sync_dir(Path::new(".")),
-    }
+    sync_dir(super::durable::parent_of(path))
 }
 
 /// `std::fs::rename` for a replace; no-replace and exchange are not

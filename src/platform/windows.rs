@@ -43,7 +43,7 @@ use windows_sys::Win32::Storage::FileSystem::{
     MOVEFILE_WRITE_THROUGH, MoveFileExW, ReOpenFile, SetFileInformationByHandle,
 };
 
-use super::durable::{Access, Os, RenameMode, fallback_once};
+use super::durable::{Access, Os, RenameMode, fallback_once, parent_of, read_full};
 
 /// Windows, for [`super::DurableFileIn`].
 #[derive(Debug, Clone, Copy)]
@@ -110,16 +110,7 @@ impl Os for Windows {
     }
 
     fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let mut done = 0;
-        while done < buf.len() {
-            match file.seek_read(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        read_full(buf, offset, |rest, at| file.seek_read(rest, at))
     }
 
     fn pwrite(file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
@@ -249,10 +240,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// A sync of the directory holding `path`.
 pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
-        _ => sync_dir(Path::new(".")),
-    }
+    sync_dir(parent_of(path))
 }
 
 /// MoveFileExW, written through; a replace also REPLACE_EXISTING. An
