@@ -3,11 +3,12 @@
 //! preallocation.
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::commit::GroupCommit;
+use crate::platform;
 
 /// A file's staged new contents (`write = "atomic"`).
 #[derive(Debug)]
@@ -71,6 +72,26 @@ impl FileState {
             interval_dirty: AtomicBool::new(false),
             watchers: AtomicUsize::new(0),
             in_place: AtomicBool::new(false),
+        }
+    }
+
+    /// Preallocates from where the reservation reaches (at least `floor`)
+    /// up to `to`, unless it reaches `need` already; a filesystem that
+    /// refuses stops preallocation for the file. `append`'s reservation,
+    /// whether writes move it (the engine) or the flusher does.
+    pub(super) fn reserve(&self, fd: BorrowedFd<'_>, need: u64, floor: u64, to: u64) {
+        let _l = self.io_lock.lock().expect("file lock poisoned");
+        let from = self.reserved.load(Ordering::Acquire);
+        if need <= from {
+            return;
+        }
+        let from = from.max(floor);
+        match platform::preallocate(fd, from, to - from) {
+            Ok(_) => self.reserved.store(to, Ordering::Release),
+            Err(e) => {
+                tracing::debug!("preallocation refused: {e}");
+                self.reserved.store(u64::MAX, Ordering::Release);
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use crate::platform;
 
 use super::file::FileState;
 use super::stats::RuleStats;
-use super::{Core, SyncKind};
+use super::{Core, SyncKind, Writer};
 
 struct Pending {
     due: Instant,
@@ -65,7 +65,9 @@ impl Watched {
         let mtime = st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128;
         let size = st.st_size as u64;
         if self.step > 0 {
-            self.reserve(fd.as_fd(), size);
+            // Keeps more than half a step reserved past the end of file.
+            let (need, to) = (size + self.step / 2 + 1, (size / self.step + 2) * self.step);
+            self.file.reserve(fd.as_fd(), need, size, to);
         }
         if let Some((m, s, at)) = self.last {
             if m == mtime && s == size && m + MTIME_SLACK_NS < at {
@@ -78,25 +80,6 @@ impl Watched {
                 "interval sync of {} failed: {e}",
                 String::from_utf8_lossy(&self.file.path)
             ),
-        }
-    }
-
-    /// Keeps at least half a step reserved past the end of file.
-    fn reserve(&self, fd: std::os::fd::BorrowedFd<'_>, size: u64) {
-        let file = &self.file;
-        let _l = file.io_lock.lock().expect("file lock poisoned");
-        let from = file.reserved.load(Ordering::Acquire);
-        if from == u64::MAX || size + self.step / 2 < from {
-            return;
-        }
-        let from = from.max(size);
-        let to = (size / self.step + 2) * self.step;
-        match platform::preallocate(fd, from, to - from) {
-            Ok(_) => file.reserved.store(to, Ordering::Release),
-            Err(e) => {
-                tracing::debug!("preallocation refused: {e}");
-                file.reserved.store(u64::MAX, Ordering::Release);
-            }
         }
     }
 }
@@ -122,74 +105,75 @@ impl Flusher {
         self: &Arc<Self>,
         core: &Arc<Core>,
         file: &Arc<FileState>,
-        interval: std::time::Duration,
+        interval: Duration,
         kind: SyncKind,
         stats: &Arc<RuleStats>,
     ) {
         if file.interval_dirty.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mut q = self.queue.lock().expect("flusher poisoned");
-        q.pending.push(Pending {
-            due: Instant::now() + interval,
-            file: file.clone(),
-            kind,
-            stats: stats.clone(),
+        self.enqueue(core, |q| {
+            q.pending.push(Pending {
+                due: Instant::now() + interval,
+                file: file.clone(),
+                kind,
+                stats: stats.clone(),
+            })
         });
-        drop(q);
-        self.start(core);
-        self.cv.notify_one();
     }
 
-    /// Watches `file` (see the module docs) for one more open whose
-    /// writes the daemon does not see.
-    #[allow(clippy::too_many_arguments)]
+    /// Watches the file of `w`, an open under `sync = { interval }` whose
+    /// writes the daemon does not see (see the module docs); `step` is its
+    /// preallocation step (0: none).
     pub(super) fn watch(
         self: &Arc<Self>,
         core: &Arc<Core>,
-        file: &Arc<FileState>,
-        interval: Duration,
-        kind: SyncKind,
-        stats: &Arc<RuleStats>,
+        w: &Writer,
+        every: Duration,
         step: u64,
     ) {
-        if file.watchers.fetch_add(1, Ordering::AcqRel) > 0 {
+        if w.file.watchers.fetch_add(1, Ordering::AcqRel) > 0 {
             return;
         }
-        let mut q = self.queue.lock().expect("flusher poisoned");
-        q.watched.push(Watched {
-            due: Instant::now() + interval,
-            every: interval,
-            file: file.clone(),
-            kind,
-            stats: stats.clone(),
-            step,
-            last: None,
+        self.enqueue(core, |q| {
+            q.watched.push(Watched {
+                due: Instant::now() + every,
+                every,
+                file: w.file.clone(),
+                kind: SyncKind::of(w.policy.method),
+                stats: w.stats.clone(),
+                step,
+                last: None,
+            })
         });
-        drop(q);
-        self.start(core);
-        self.cv.notify_one();
     }
 
-    /// One such open closed; after the last, the file gets one more sync
-    /// within the interval, as if its last write had just been seen.
-    pub(super) fn unwatch(
-        self: &Arc<Self>,
-        core: &Arc<Core>,
-        file: &Arc<FileState>,
-        interval: Duration,
-        kind: SyncKind,
-        stats: &Arc<RuleStats>,
-    ) {
-        if file.watchers.fetch_sub(1, Ordering::AcqRel) != 1 {
+    /// The watched open `w` closed; after the last of its file's, the
+    /// file gets one more sync within the interval, as if its last write
+    /// had just been seen.
+    pub(super) fn unwatch(self: &Arc<Self>, core: &Arc<Core>, w: &Writer, every: Duration) {
+        if w.file.watchers.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
         self.queue
             .lock()
             .expect("flusher poisoned")
             .watched
-            .retain(|w| !Arc::ptr_eq(&w.file, file));
-        self.schedule(core, file, interval, kind, stats);
+            .retain(|q| !Arc::ptr_eq(&q.file, &w.file));
+        self.schedule(
+            core,
+            &w.file,
+            every,
+            SyncKind::of(w.policy.method),
+            &w.stats,
+        );
+    }
+
+    /// Adds to the queue, starts the thread if it is not running, wakes it.
+    fn enqueue(self: &Arc<Self>, core: &Arc<Core>, add: impl FnOnce(&mut Queue)) {
+        add(&mut self.queue.lock().expect("flusher poisoned"));
+        self.start(core);
+        self.cv.notify_one();
     }
 
     fn start(self: &Arc<Self>, core: &Arc<Core>) {

@@ -523,9 +523,7 @@ impl Engine {
             } else {
                 0
             };
-            let kind = SyncKind::of(w.policy.method);
-            self.flusher
-                .watch(&self.core, &w.file, every, kind, &w.stats, step);
+            self.flusher.watch(&self.core, &w, every, step);
             w.watched = true;
         }
         if w.atomic() && flags & libc::O_TRUNC != 0 {
@@ -739,23 +737,10 @@ impl Engine {
     /// Preallocates ahead of `end` in `preallocate` steps (`append`).
     fn reserve(&self, w: &Writer, fd: BorrowedFd<'_>, end: u64) {
         let step = w.policy.preallocate;
-        let file = &w.file;
-        if step == 0 || end <= file.reserved.load(Ordering::Acquire) {
+        if step == 0 || end <= w.file.reserved.load(Ordering::Acquire) {
             return;
         }
-        let _l = file.io_lock.lock().expect("file lock poisoned");
-        let from = file.reserved.load(Ordering::Acquire);
-        if end <= from {
-            return;
-        }
-        let to = (end / step + 1) * step;
-        match platform::preallocate(fd, from, to - from) {
-            Ok(_) => file.reserved.store(to, Ordering::Release),
-            Err(e) => {
-                tracing::debug!("preallocation refused: {e}");
-                file.reserved.store(u64::MAX, Ordering::Release);
-            }
-        }
+        w.file.reserve(fd, end, 0, (end / step + 1) * step);
     }
 
     /// Releases the preallocated tail past the end of file on the last
@@ -1032,9 +1017,7 @@ impl Engine {
             return None;
         }
         if let (true, SyncTrigger::Interval(every)) = (w.watched, w.policy.sync) {
-            let kind = SyncKind::of(w.policy.method);
-            self.flusher
-                .unwatch(&self.core, &w.file, every, kind, &w.stats);
+            self.flusher.unwatch(&self.core, w, every);
         }
         let left = w.file.writers.fetch_sub(1, Ordering::AcqRel) - 1;
         if left > 0 {
