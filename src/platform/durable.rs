@@ -372,6 +372,32 @@ pub(super) fn parent_of(path: &std::path::Path) -> &std::path::Path {
     }
 }
 
+/// `name` in the directory `dir`, for the OS modules that keep
+/// directories by path (Windows, std-only): names must be UTF-8 there.
+#[cfg(any(windows, test, not(any(target_os = "linux", target_os = "macos"))))]
+pub(super) fn path_in(dir: &std::path::Path, name: &CStr) -> io::Result<std::path::PathBuf> {
+    let name = name.to_str().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "file name is not valid UTF-8, which names must be on this OS",
+        )
+    })?;
+    Ok(dir.join(name))
+}
+
+/// The `open_dir` of the OS modules that keep directories by path: the
+/// path, checked to be a directory.
+#[cfg(any(windows, test, not(any(target_os = "linux", target_os = "macos"))))]
+pub fn dir_by_path(path: &std::path::Path) -> io::Result<std::path::PathBuf> {
+    if !path.metadata()?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", path.display()),
+        ));
+    }
+    Ok(path.to_path_buf())
+}
+
 /// Reads at `offset` until `buf` is full or `read_at` says end of file,
 /// retrying interrupted reads: the `Os::pread` of the OS modules whose
 /// system call may return short (Linux's own pread wrapper already loops).

@@ -13,10 +13,10 @@
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
-use super::durable::{Access, Os, RenameMode};
+use super::durable::{Access, Os, RenameMode, path_in};
 
 /// The standard library, for [`super::DurableFileIn`].
 #[derive(Debug, Clone, Copy)]
@@ -35,16 +35,6 @@ impl PortableFile {
     pub fn file(&self) -> &File {
         &self.file
     }
-}
-
-fn path_in(dir: &Path, name: &CStr) -> io::Result<PathBuf> {
-    let name = name.to_str().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "file name is not UTF-8 (this OS's std only takes UTF-8 paths)",
-        )
-    })?;
-    Ok(dir.join(name))
 }
 
 impl Os for Portable {
@@ -143,15 +133,7 @@ pub fn sync_barrier(file: &File) -> io::Result<()> {
 }
 
 /// The directory, checked to be one (std keeps directories by path).
-pub fn open_dir(path: &Path) -> io::Result<PathBuf> {
-    if !path.metadata()?.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotADirectory,
-            format!("{} is not a directory", path.display()),
-        ));
-    }
-    Ok(path.to_path_buf())
-}
+pub use super::durable::dir_by_path as open_dir;
 
 /// A sync of the directory's entries, through `File::open(dir)`.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {

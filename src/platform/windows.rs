@@ -31,7 +31,7 @@ use std::io::{self, Write};
 use std::os::windows::ffi::OsStrExt;
 use std::os::windows::fs::{FileExt, OpenOptionsExt};
 use std::os::windows::io::{AsRawHandle, FromRawHandle, RawHandle};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use windows_sys::Win32::Foundation::{GENERIC_READ, GENERIC_WRITE, INVALID_HANDLE_VALUE};
@@ -43,23 +43,13 @@ use windows_sys::Win32::Storage::FileSystem::{
     MOVEFILE_WRITE_THROUGH, MoveFileExW, ReOpenFile, SetFileInformationByHandle,
 };
 
-use super::durable::{Access, Os, RenameMode, fallback_once, parent_of, read_full};
+use super::durable::{Access, Os, RenameMode, fallback_once, parent_of, path_in, read_full};
 
 /// Windows, for [`super::DurableFileIn`].
 #[derive(Debug, Clone, Copy)]
 pub struct Windows;
 
 const SHARE_ALL: u32 = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE;
-
-fn path_in(dir: &Path, name: &CStr) -> io::Result<PathBuf> {
-    let name = name.to_str().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "file name is not valid UTF-8, which Windows names must be",
-        )
-    })?;
-    Ok(dir.join(name))
-}
 
 fn wide(path: &Path) -> Vec<u16> {
     path.as_os_str().encode_wide().chain([0]).collect()
@@ -203,15 +193,7 @@ pub fn sync_barrier(file: &File) -> io::Result<()> {
 }
 
 /// The directory, checked to be one (Windows keeps directories by path).
-pub fn open_dir(path: &Path) -> io::Result<PathBuf> {
-    if !path.metadata()?.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotADirectory,
-            format!("{} is not a directory", path.display()),
-        ));
-    }
-    Ok(path.to_path_buf())
-}
+pub use super::durable::dir_by_path as open_dir;
 
 static DIR_FLUSH_REFUSED: AtomicBool = AtomicBool::new(false);
 
