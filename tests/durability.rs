@@ -602,6 +602,18 @@ fn interval_syncs_files_whose_writes_bypass_the_daemon() {
     let m = Mount::with_args(&["--policy", p.0.to_str().unwrap()]);
     let syncs = || rule(&m, "defaults")["durafs_syncs"].as_u64().unwrap();
     let settle = || std::thread::sleep(Duration::from_millis(450));
+    // Settles once the writer (another process) has written `len` bytes.
+    let settle_at = |len: u64| {
+        let t = std::time::Instant::now();
+        while fs::metadata(m.b("log")).map_or(0, |s| s.len()) != len {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the writer never wrote {len} bytes"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        settle();
+    };
     // The writer is a shell of its own using builtins only: a fork in
     // this test process (`durafs status`, other tests) would close an
     // inherited copy of the file, and a close releases the preallocation.
@@ -615,7 +627,7 @@ fn interval_syncs_files_whose_writes_bypass_the_daemon() {
         .spawn()
         .unwrap();
     let mut go = sh.stdin.take().unwrap();
-    settle();
+    settle_at(5000);
     let open = fs::metadata(m.b("log")).unwrap();
     assert_eq!(open.len(), 5000);
     assert!(
@@ -630,7 +642,7 @@ fn interval_syncs_files_whose_writes_bypass_the_daemon() {
     settle();
     assert_eq!(syncs(), s1, "an unchanged file was synced again");
     writeln!(go, "more").unwrap();
-    settle();
+    settle_at(5004);
     let s2 = syncs();
     assert!(s2 > s1, "a changed file was not synced: {s1} -> {s2}");
     writeln!(go, "close").unwrap();
