@@ -158,6 +158,10 @@ for jobs in 1 4; do
   row "sync=always, $jobs writer(s), 4 KiB writes" IOPS "$a" "$n" "native write+fdatasync"
   row "sync=always, $jobs writer(s), 4 KiB writes" IOPS "$a" "$e" "ext4 -o sync,dirsync"
 done
+# The same 4 writers on one shared file: the case group commit is for.
+a=$(fio4k "$work/d-always" alsh 4 --filename=alshared); rm -f "$work/d-always/alshared"
+n=$(fio4k "$work/native" alsh 4 --filename=alshared --fdatasync=1); rm -f "$work/native/alshared"
+row "sync=always, 4 writers on one file, 4 KiB" IOPS "$a" "$n" "native write+fdatasync"
 a=$("$fsbench" rewrite "$work/d-atomic" 500 | awk '{print $2}')
 n=$("$fsbench" replace "$work/native" 500 | awk '{print $2}')
 rm -f "$work/native/config"*
