@@ -522,7 +522,27 @@ pub fn fault(mountpoint: &Path, verb: &str, rest: &str) -> Result<String> {
         return Err(refused(mp, &v));
     }
     Ok(match verb {
-        "add" => format!("fault {} set on {}\n", v["id"], mp.display()),
+        "add" => {
+            let mut out = format!("fault {} set on {}\n", v["id"], mp.display());
+            let unreached: Vec<&str> = v["unreached"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str())
+                .collect();
+            if !unreached.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "warning: it cannot reach the reads and writes of these files while their current opens last \
+                     (the kernel does their IO itself, FUSE passthrough); opens made from now on see it. \
+                     Mount with -o passthrough=off to have every open reach the daemon:"
+                );
+                for p in unreached {
+                    let _ = writeln!(out, "  {p}");
+                }
+            }
+            out
+        }
         "clear" => format!("{} fault(s) cleared on {}\n", v["cleared"], mp.display()),
         _ => {
             let mut out = String::new();

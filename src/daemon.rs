@@ -523,7 +523,28 @@ impl MountState {
         let (verb, rest) = args.trim().split_once(' ').unwrap_or((args.trim(), ""));
         match verb {
             "add" => match faults.add(rest) {
-                Ok(id) => serde_json::json!({"ok": true, "id": id}),
+                Ok(id) => {
+                    // Opens already handed to kernel passthrough never show
+                    // the daemon a read or write: say which ones the fault
+                    // cannot reach (new opens of them are intercepted).
+                    let fhs: Vec<u64> = self
+                        .kernel
+                        .bypassing
+                        .lock()
+                        .expect("kernel info poisoned")
+                        .iter()
+                        .copied()
+                        .collect();
+                    let mut unreached: Vec<String> = fhs
+                        .into_iter()
+                        .filter_map(|fh| self.fs.handle_path(fh))
+                        .filter(|p| faults.hits_data(id, p))
+                        .map(|p| String::from_utf8_lossy(&p).into_owned())
+                        .collect();
+                    unreached.sort();
+                    unreached.dedup();
+                    serde_json::json!({"ok": true, "id": id, "unreached": unreached})
+                }
                 Err(e) => serde_json::json!({"ok": false, "error": e}),
             },
             "list" => serde_json::json!({"ok": true, "faults": faults.to_json()}),

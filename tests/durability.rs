@@ -488,6 +488,54 @@ fn enospc_on_write_reaches_the_app_and_leaves_the_file_consistent() {
     assert_eq!(read(&m.b("out")).unwrap(), b"first third");
 }
 
+#[test]
+fn a_run_time_write_fault_names_the_passthrough_opens_it_cannot_reach() {
+    // No crash simulator and no fault at open: these opens go to kernel
+    // passthrough, so the daemon never sees their writes.
+    let p = PolicyFile::new("[defaults]\nsync = \"on-fsync\"\n");
+    let m = Mount::with_args(&["--policy", p.0.to_str().unwrap()]);
+    let early = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(m.m("data.db"))
+        .unwrap();
+    let other = File::create(m.m("notes.txt")).unwrap();
+    let out = ok_stdout(&durafs(&[
+        "fault".as_ref(),
+        "add".as_ref(),
+        m.mnt.as_os_str(),
+        "op=write errno=ENOSPC glob=*.db".as_ref(),
+    ]));
+    assert!(out.contains("fault 1 set"), "{out}");
+    assert!(out.contains("cannot reach"), "{out}");
+    assert!(out.contains("  data.db\n"), "{out}");
+    assert!(
+        !out.contains("notes.txt"),
+        "a file the glob does not match: {out}"
+    );
+    // What the warning says: the early open's writes bypass the fault...
+    use std::os::unix::fs::FileExt;
+    early.write_all_at(b"early", 0).unwrap();
+    // ...and a new open of the same file, while the early one lives, gets it.
+    let late = OpenOptions::new().write(true).open(m.m("data.db")).unwrap();
+    assert_eq!(
+        late.write_all_at(b"late", 0).unwrap_err().raw_os_error(),
+        Some(libc::ENOSPC)
+    );
+    drop((early, other, late));
+    // A fault on fsync alone is reached by every open: no warning.
+    let f = File::create(m.m("x.db")).unwrap();
+    let out = ok_stdout(&durafs(&[
+        "fault".as_ref(),
+        "add".as_ref(),
+        m.mnt.as_os_str(),
+        "op=fsync errno=EIO glob=*.db".as_ref(),
+    ]));
+    assert!(!out.contains("cannot reach"), "{out}");
+    drop(f);
+}
+
 // --- the strategies' visible behaviour ---------------------------------------
 
 const ATOMIC: &str = "[defaults]\nwrite = \"atomic\"\n";

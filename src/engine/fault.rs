@@ -231,6 +231,19 @@ impl Faults {
         Ok(id)
     }
 
+    /// Whether fault `id` can hit a read or a write of `path`: what an open
+    /// whose IO bypasses the daemon (kernel passthrough) cannot honour.
+    pub fn hits_data(&self, id: u64, path: &[u8]) -> bool {
+        let l = self.list.lock().expect("faults poisoned");
+        l.1.iter().any(|f| {
+            f.id == id
+                && matches!(f.op, FaultOp::Write | FaultOp::Read | FaultOp::Any)
+                && f.glob
+                    .as_ref()
+                    .is_none_or(|g| g.is_match_candidate(&Candidate::from_bytes(path)))
+        })
+    }
+
     /// Removes every fault (or the one with `id`); returns how many went.
     pub fn clear(&self, id: Option<u64>) -> usize {
         let mut l = self.list.lock().expect("faults poisoned");

@@ -26,9 +26,9 @@ pub(super) struct Stage {
 pub struct FileState {
     /// the FUSE node id (stable across an atomic replace)
     pub(super) node: u64,
-    /// the path relative to the mount root when first opened (for fault
-    /// globs and reports; empty when nothing needed it)
-    pub(super) path: Vec<u8>,
+    /// the path relative to the mount root at the latest open that needed
+    /// it (for fault globs and reports; empty while nothing has)
+    path: Mutex<Arc<[u8]>>,
     /// an fd on the file as it is now: what a sync of the file syncs
     pub(super) sync_fd: Mutex<Arc<OwnedFd>>,
     /// group commit of data syncs (and barriers)
@@ -56,10 +56,24 @@ pub struct FileState {
 }
 
 impl FileState {
+    /// The path at the latest open that resolved one.
+    pub(super) fn path(&self) -> Arc<[u8]> {
+        self.path.lock().expect("file path poisoned").clone()
+    }
+
+    /// A newer open resolved the path (the first ones may not have needed
+    /// it, or the file was renamed since): faults and reports use it.
+    pub(super) fn set_path(&self, path: Vec<u8>) {
+        let mut p = self.path.lock().expect("file path poisoned");
+        if *p.as_ref() != *path.as_slice() {
+            *p = path.into();
+        }
+    }
+
     pub(super) fn new(node: u64, path: Vec<u8>, fd: OwnedFd, size: u64) -> FileState {
         FileState {
             node,
-            path,
+            path: Mutex::new(path.into()),
             sync_fd: Mutex::new(Arc::new(fd)),
             commit: GroupCommit::default(),
             commit_full: GroupCommit::default(),

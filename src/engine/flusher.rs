@@ -78,7 +78,7 @@ impl Watched {
             Ok(()) => self.last = Some((mtime, size, began)),
             Err(e) => tracing::error!(
                 "interval sync of {} failed: {e}",
-                String::from_utf8_lossy(&self.file.path)
+                String::from_utf8_lossy(&self.file.path())
             ),
         }
     }
@@ -224,7 +224,7 @@ impl Flusher {
                     if let Err(e) = core.file_sync(&p.file, p.kind, &p.stats) {
                         tracing::error!(
                             "interval sync of {} failed: {e}",
-                            String::from_utf8_lossy(&p.file.path)
+                            String::from_utf8_lossy(&p.file.path())
                         );
                     }
                 }

@@ -166,13 +166,13 @@ impl Core {
         };
         let (res, how) = gc.sync(|| {
             let fd = file.sync_fd();
-            let r = self.sync_raw(fd.as_fd(), kind, &file.path, false);
+            let r = self.sync_raw(fd.as_fd(), kind, &file.path(), false);
             if let Err(e) = &r {
                 file.failed
                     .store(e.raw_os_error().unwrap_or(libc::EIO), Ordering::Release);
                 tracing::error!(
                     "sync of {} failed: {e}; its later syncs fail until it is reopened",
-                    String::from_utf8_lossy(&file.path)
+                    String::from_utf8_lossy(&file.path())
                 );
             }
             r
@@ -548,6 +548,9 @@ impl Engine {
     ) -> io::Result<Arc<FileState>> {
         let mut files = self.files.lock().expect("files poisoned");
         if let Some(f) = files.get(&node).and_then(Weak::upgrade) {
+            if !path.is_empty() {
+                f.set_path(path);
+            }
             return Ok(f);
         }
         let size = platform::stat_fd(fd)?.st_size as u64;
@@ -638,7 +641,7 @@ impl Engine {
         buf: &mut [u8],
         offset: u64,
     ) -> io::Result<usize> {
-        if let Some(Hit::Errno(e)) = self.core.faults.check(FaultOp::Read, &w.file.path) {
+        if let Some(Hit::Errno(e)) = self.core.faults.check(FaultOp::Read, &w.file.path()) {
             return Err(errno(e));
         }
         if let Some(d) = &w.direct {
@@ -670,7 +673,7 @@ impl Engine {
         let file = &w.file;
         let mut data = data;
         let mut torn = false;
-        match self.core.faults.check(FaultOp::Write, &file.path) {
+        match self.core.faults.check(FaultOp::Write, &file.path()) {
             Some(Hit::Errno(e)) => return Err(errno(e)),
             Some(Hit::Tear) => {
                 data = &data[..data.len() / 2];
@@ -786,7 +789,7 @@ impl Engine {
             if tst.st_nlink > 1 && !self.in_place_warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "{} has {} hard links: an atomic replace would break them, so it is written in place and synced on close (logged once)",
-                    String::from_utf8_lossy(&file.path),
+                    String::from_utf8_lossy(&file.path()),
                     tst.st_nlink
                 );
             }
@@ -909,7 +912,7 @@ impl Engine {
         let kind = SyncKind::of(w.policy.method);
         if let Err(e) = self
             .core
-            .sync_raw(stage.fd.as_fd(), kind, &file.path, false)
+            .sync_raw(stage.fd.as_fd(), kind, &file.path(), false)
         {
             file.failed
                 .store(e.raw_os_error().unwrap_or(libc::EIO), Ordering::Release);
@@ -1031,7 +1034,7 @@ impl Engine {
                 Ok(r) => return r,
                 Err(e) => tracing::error!(
                     "atomic replace of {} failed at release: {e}",
-                    String::from_utf8_lossy(&w.file.path)
+                    String::from_utf8_lossy(&w.file.path())
                 ),
             }
         }

@@ -65,6 +65,10 @@ pub struct KernelInfo {
     pub passthrough: AtomicBool,
     /// FUSE_HANDLE_KILLPRIV_V2 is live
     pub killpriv_v2: AtomicBool,
+    /// the file handles of opens whose reads and writes the kernel does on
+    /// the backing file itself (never seen by the daemon, so no read or
+    /// write fault reaches them)
+    pub bypassing: Mutex<std::collections::HashSet<u64>>,
 }
 
 /// The kernel IO mode of one open.
@@ -227,6 +231,9 @@ impl FuseFrontend {
                 Mode::Passthrough
             };
             io.opens.insert(opened.fh, (ino, mode));
+            if mode == Mode::Passthrough {
+                self.bypass(opened.fh, true);
+            }
             return (mode, Some(b));
         } else if opened.kernel.intercept || st.cached_opens > 0 {
             Mode::Cached
@@ -237,6 +244,7 @@ impl FuseFrontend {
                     st.backing = Some((b.clone(), opened.handle.writable()));
                     st.passthrough_opens += 1;
                     io.opens.insert(opened.fh, (ino, Mode::Passthrough));
+                    self.bypass(opened.fh, true);
                     return (Mode::Passthrough, Some(b));
                 }
                 Err(e) => {
@@ -258,11 +266,23 @@ impl FuseFrontend {
         (mode, None)
     }
 
+    fn bypass(&self, fh: u64, on: bool) {
+        let mut b = self.kernel.bypassing.lock().expect("kernel info poisoned");
+        if on {
+            b.insert(fh);
+        } else {
+            b.remove(&fh);
+        }
+    }
+
     fn end_open(&self, fh: u64) {
         let mut io = self.io.lock().expect("io modes poisoned");
         let Some((ino, mode)) = io.opens.remove(&fh) else {
             return;
         };
+        if mode == Mode::Passthrough {
+            self.bypass(fh, false);
+        }
         if let Some(st) = io.inodes.get_mut(&ino) {
             match mode {
                 Mode::Cached => st.cached_opens -= 1,

@@ -146,6 +146,11 @@ impl PassthroughFs {
         v
     }
 
+    /// The path (relative to the mount root) of the file open as `fh`.
+    pub fn handle_path(&self, fh: u64) -> Option<Vec<u8>> {
+        self.handles.file(fh).ok().map(|h| self.rel_path(h.fd()))
+    }
+
     /// How many inodes the kernel holds references to (the root included).
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
