@@ -16,6 +16,10 @@ pub use linux::*;
 #[allow(unsafe_code)]
 pub mod alloc;
 
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[allow(unsafe_code)]
+mod posix;
+
 #[allow(unsafe_code)]
 mod aligned;
 mod counters;
