@@ -7,8 +7,10 @@
 //! from the terminal. So `durafs mount` returns exactly when the mount is
 //! usable, with the child's error if it is not.
 
+#[cfg(target_os = "linux")]
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
+#[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -235,9 +237,15 @@ pub fn sd_notify(state: &str) {
         let sock = std::os::unix::net::UnixDatagram::unbound()?;
         let bytes = path.as_bytes();
         if let Some(name) = bytes.strip_prefix(b"@") {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            sock.send_to_addr(state.as_bytes(), &addr)?;
+            // An abstract socket name (Linux only).
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(state.as_bytes(), &addr)?;
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = name;
         } else {
             sock.send_to(state.as_bytes(), Path::new(&path))?;
         }
@@ -250,6 +258,7 @@ pub fn sd_notify(state: &str) {
 
 /// Mounts with `mount(2)` directly (root): the type is `fuse.durafs` and the
 /// source the backing directory, as mount(8) and findmnt show it.
+#[cfg(target_os = "linux")]
 fn mount_as_root(
     backing: &Path,
     mountpoint: &Path,
@@ -692,8 +701,17 @@ pub fn serve(
     } else {
         SessionACL::Owner
     };
-    let session = if platform::geteuid() == 0 {
-        let dev = mount_as_root(&backing, &mountpoint, opts)?;
+    // Linux, as root: mount(2) directly. Otherwise the mount helper of
+    // the FUSE implementation: fusermount3 on Linux, macFUSE's on macOS.
+    #[cfg(target_os = "linux")]
+    let root_dev = if platform::geteuid() == 0 {
+        Some(mount_as_root(&backing, &mountpoint, opts)?)
+    } else {
+        None
+    };
+    #[cfg(not(target_os = "linux"))]
+    let root_dev: Option<std::os::fd::OwnedFd> = None;
+    let session = if let Some(dev) = root_dev {
         match Session::from_fd(frontend, dev, config.acl, config.clone()) {
             Ok(s) => s,
             Err(e) => {
@@ -703,8 +721,16 @@ pub fn serve(
         }
     } else {
         config.mount_options = fusermount_options(&backing, opts);
-        Session::new(frontend, &mountpoint, &config)
-            .map_err(|e| Error::io("mounting with fusermount3", e))?
+        Session::new(frontend, &mountpoint, &config).map_err(|e| {
+            Error::io(
+                if cfg!(target_os = "linux") {
+                    "mounting with fusermount3"
+                } else {
+                    "mounting with macFUSE"
+                },
+                e,
+            )
+        })?
     };
     let state = Arc::new(MountState {
         fs: fs.clone(),

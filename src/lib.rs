@@ -25,31 +25,31 @@
 //!   groups, so ownership and permissions are the backing store's own.
 //! - The frontend makes no durability decision; the engine sees no FUSE type.
 //!
-//! Platforms: the mount (frontend, fs, engine, daemon) is built for Linux.
-//! On macOS, Windows and other OSes the library is the policy language and
-//! the durable-IO platform layer, type-checked in CI; see the README's
-//! platform table.
+//! Platforms: the mount (frontend, fs, engine, daemon) is built for Linux
+//! and macOS (macFUSE; type-checked in CI, not yet run). On Windows and
+//! other OSes the library is the policy language and the durable-IO
+//! platform layer; see the README's platform table.
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod cli;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod control;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod daemon;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod engine;
 pub mod error;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod frontend;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod fs;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod log;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod metrics;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod ops;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod options;
 pub mod platform;
 pub mod policy;

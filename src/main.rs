@@ -1,16 +1,17 @@
-//! The `durafs` command. The mount is built for Linux; on other OSes the
-//! command says so (see the README's platform table).
+//! The `durafs` command. The mount is built for Linux (FUSE) and macOS
+//! (macFUSE); on other OSes the command says so (see the README's platform
+//! table).
 
-#[cfg(target_os = "linux")]
-#[path = "main_linux.rs"]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[path = "main_unix.rs"]
 mod command;
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn main() -> std::process::ExitCode {
     command::main()
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn main() -> std::process::ExitCode {
     eprintln!(
         "durafs: the mount is not built for this OS yet; this build has the policy language \

@@ -39,7 +39,7 @@ pub const CRASH_DIR: &CStr = c".durafs-crash";
 type Key = (u64, u64);
 
 fn key_of(st: &platform::Stat) -> Key {
-    (st.st_dev, st.st_ino)
+    platform::dev_ino(st)
 }
 
 struct FileUndo {
@@ -241,7 +241,7 @@ impl CrashSim {
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         )?;
-        let undo = platform::open_at(graves.as_fd(), c".", libc::O_TMPFILE | libc::O_RDWR, 0o600)?;
+        let undo = platform::anonymous_file_in(graves.as_fd())?;
         Ok(CrashSim {
             root,
             root_path,
@@ -373,9 +373,9 @@ impl CrashSim {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        if platform::mode_of(&st) & platform::file_type::S_IFMT == platform::file_type::S_IFDIR {
             return Ok(Some(Victim::Dir {
-                mode: st.st_mode & 0o7777,
+                mode: platform::mode_of(&st) & 0o7777,
                 uid: st.st_uid,
                 gid: st.st_gid,
             }));
@@ -398,7 +398,7 @@ impl CrashSim {
             Change::Rename {
                 to, to_name, flags, ..
             } => {
-                if flags & (libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+                if flags & (platform::RENAME_NOREPLACE | platform::RENAME_EXCHANGE) != 0 {
                     None
                 } else {
                     self.keep(to, to_name)?
@@ -411,7 +411,7 @@ impl CrashSim {
     fn dir_key(s: &mut State, fd: BorrowedFd<'_>) -> io::Result<Key> {
         let key = key_of(&platform::stat_fd(fd)?);
         if let std::collections::hash_map::Entry::Vacant(v) = s.dirs.entry(key) {
-            v.insert(platform::reopen(fd, libc::O_PATH)?);
+            v.insert(platform::reopen(fd, platform::O_PATH)?);
         }
         Ok(key)
     }
@@ -449,7 +449,7 @@ impl CrashSim {
                     to: Self::dir_key(&mut s, to)?,
                     to_name: to_name.to_owned(),
                     victim: prep.victim,
-                    exchange: flags & libc::RENAME_EXCHANGE != 0,
+                    exchange: flags & platform::RENAME_EXCHANGE != 0,
                 },
             })
         })();
@@ -620,7 +620,7 @@ impl CrashSim {
                     let len = (size - p * PAGE).min(PAGE);
                     let r = platform::fallocate(
                         f.fd.as_fd(),
-                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        platform::FALLOC_FL_PUNCH_HOLE | platform::FALLOC_FL_KEEP_SIZE,
                         p * PAGE,
                         len,
                     );
@@ -688,7 +688,7 @@ impl CrashSim {
                         to_name,
                         from,
                         from_name,
-                        libc::RENAME_EXCHANGE,
+                        platform::RENAME_EXCHANGE,
                     );
                 }
                 platform::rename_at(to, to_name, from, from_name, 0)?;

@@ -191,7 +191,7 @@ impl Core {
     /// callers on the same directory.
     fn dir_sync(&self, fd: BorrowedFd<'_>, stats: &RuleStats) -> io::Result<()> {
         let st = platform::stat_fd(fd)?;
-        let key = (st.st_dev, st.st_ino);
+        let key = platform::dev_ino(&st);
         let gc = {
             let mut m = self.dirs.lock().expect("dir syncs poisoned");
             match m.get(&key).and_then(Weak::upgrade) {
@@ -813,7 +813,7 @@ impl Engine {
                     dir.as_fd(),
                     &name,
                     libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
-                    tst.st_mode & 0o7777,
+                    platform::mode_of(&tst) & 0o7777,
                 )
             },
         )?;
@@ -944,7 +944,7 @@ impl Engine {
             platform::stat_fd(dir.as_fd())?,
             platform::stat_fd(stage.dir.as_fd())?,
         );
-        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+        if platform::dev_ino(&a) != platform::dev_ino(&b) {
             self.core.dir_sync(stage.dir.as_fd(), &w.stats)?;
         }
         *file.sync_fd.lock().expect("file state poisoned") = stage.fd.clone();
@@ -954,7 +954,7 @@ impl Engine {
         let stat = platform::stat_fd(stage.fd.as_fd())?;
         Ok(Some(Repoint {
             node: file.node,
-            fd: platform::reopen(stage.fd.as_fd(), libc::O_PATH)?,
+            fd: platform::reopen(stage.fd.as_fd(), platform::O_PATH)?,
             stat,
         }))
     }
@@ -1090,7 +1090,7 @@ impl Engine {
                 Change::Rename { from, to, .. } => {
                     self.core.dir_sync(to, &stats)?;
                     let (a, b) = (platform::stat_fd(from)?, platform::stat_fd(to)?);
-                    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
+                    if platform::dev_ino(&a) != platform::dev_ino(&b) {
                         self.core.dir_sync(from, &stats)?;
                     }
                 }

@@ -125,13 +125,14 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
 }
 
 fn kind_of_mode(mode: u32) -> FileType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
+    use crate::platform::file_type as t;
+    match mode & t::S_IFMT {
+        t::S_IFDIR => FileType::Directory,
+        t::S_IFLNK => FileType::Symlink,
+        t::S_IFIFO => FileType::NamedPipe,
+        t::S_IFSOCK => FileType::Socket,
+        t::S_IFCHR => FileType::CharDevice,
+        t::S_IFBLK => FileType::BlockDevice,
         _ => FileType::RegularFile,
     }
 }
@@ -158,8 +159,8 @@ fn file_attr(ino: u64, st: &Stat) -> FileAttr {
         mtime: time(st.st_mtime, st.st_mtime_nsec),
         ctime: time(st.st_ctime, st.st_ctime_nsec),
         crtime: UNIX_EPOCH,
-        kind: kind_of_mode(st.st_mode),
-        perm: (st.st_mode & 0o7777) as u16,
+        kind: kind_of_mode(crate::platform::mode_of(st)),
+        perm: (crate::platform::mode_of(st) & 0o7777) as u16,
         nlink: st.st_nlink as u32,
         uid: st.st_uid,
         gid: st.st_gid,
@@ -733,14 +734,16 @@ impl Filesystem for FuseFrontend {
         }
     }
 
+    // The statvfs counts are u64 on Linux and u32 on macOS.
+    #[allow(clippy::unnecessary_cast)]
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         match self.fs.statfs(ino.0) {
             Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
+                s.f_blocks as u64,
+                s.f_bfree as u64,
+                s.f_bavail as u64,
+                s.f_files as u64,
+                s.f_ffree as u64,
                 s.f_bsize as u32,
                 s.f_namemax as u32,
                 s.f_frsize as u32,

@@ -3,7 +3,5 @@
 //! manage the kernel-side features of their interface (such as FUSE
 //! passthrough); they make no durability decisions.
 
-#[cfg(target_os = "linux")]
 mod fuse;
-#[cfg(target_os = "linux")]
 pub use fuse::{FrontendConfig, FuseFrontend, KernelInfo};

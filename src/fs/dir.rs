@@ -42,7 +42,7 @@ impl PassthroughFs {
             let _creds = self.as_caller(caller)?;
             platform::reopen(
                 inode_fd.as_fd(),
-                (flags & libc::O_NOATIME) | libc::O_RDONLY | libc::O_DIRECTORY,
+                (flags & platform::O_NOATIME) | libc::O_RDONLY | libc::O_DIRECTORY,
             )?
         };
         Ok(self.handles.insert_dir(DirHandle {

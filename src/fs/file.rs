@@ -32,7 +32,7 @@ pub type ReadTarget<'a> = &'a mut dyn FnMut(&[u8]);
 /// (it sends them to create, not open), and O_DIRECT is the engine's choice,
 /// not the app's (FUSE hands the daemon unaligned buffers).
 fn backing_flags(flags: i32) -> i32 {
-    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_DIRECT)
+    flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | platform::O_DIRECT)
 }
 
 thread_local! {
@@ -185,7 +185,7 @@ impl PassthroughFs {
         let inode = match self.inodes.ref_existing(&st) {
             Some(i) => i,
             None => {
-                let path_fd = platform::reopen(fd.as_fd(), libc::O_PATH)?;
+                let path_fd = platform::reopen(fd.as_fd(), platform::O_PATH)?;
                 self.inodes.insert(path_fd, &st)
             }
         };
@@ -258,11 +258,11 @@ impl PassthroughFs {
     pub fn fallocate(&self, fh: u64, mode: i32, offset: u64, len: u64) -> io::Result<()> {
         let h = self.handles.file(fh)?;
         let fd = self.engine.io_fd(&h.writer, h.fd());
-        let shifts = libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
+        let shifts = platform::FALLOC_FL_COLLAPSE_RANGE | platform::FALLOC_FL_INSERT_RANGE;
         if mode & shifts != 0 {
             self.engine
                 .before_modify(fd.as_fd(), offset, u64::MAX / 2)?;
-        } else if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+        } else if mode & (platform::FALLOC_FL_PUNCH_HOLE | platform::FALLOC_FL_ZERO_RANGE) != 0 {
             self.engine.before_modify(fd.as_fd(), offset, len)?;
         } else {
             // Allocation changes no bytes, but may grow the file: the crash
@@ -312,11 +312,11 @@ impl PassthroughFs {
 /// does for a write by a process without CAP_FSETID.
 fn clear_setid_bits(h: &FileHandle) -> io::Result<()> {
     let st = platform::stat_fd(h.fd())?;
-    let mut mode = st.st_mode & 0o7777;
+    let mut mode = platform::mode_of(&st) & 0o7777;
     let before = mode;
-    mode &= !libc::S_ISUID;
-    if mode & libc::S_IXGRP != 0 {
-        mode &= !libc::S_ISGID;
+    mode &= !platform::file_type::S_ISUID;
+    if mode & platform::file_type::S_IXGRP != 0 {
+        mode &= !platform::file_type::S_ISGID;
     }
     if mode != before {
         platform::chmod_fd(h.fd(), mode)?;

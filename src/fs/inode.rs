@@ -81,7 +81,7 @@ impl Inode {
         match &*self.hold.read().expect("inode poisoned") {
             Hold::Fd(fd) => Ok(InodeFd::Shared(fd.clone())),
             Hold::Handle(h, mount) => {
-                platform::open_by_handle(mount.as_fd(), h, libc::O_PATH | libc::O_NOFOLLOW)
+                platform::open_by_handle(mount.as_fd(), h, platform::O_PATH | libc::O_NOFOLLOW)
                     .map(InodeFd::Owned)
             }
         }
@@ -99,7 +99,7 @@ impl Inode {
 
     /// Whether the backing inode is a directory.
     pub fn is_dir(&self) -> bool {
-        self.kind == libc::S_IFDIR
+        self.kind == platform::file_type::S_IFDIR
     }
 }
 
@@ -127,14 +127,14 @@ impl InodeStore {
     /// `fd_budget` is how many inodes may hold an fd before new ones are held
     /// by file handle.
     pub fn new(root_fd: OwnedFd, root_stat: &Stat, fd_budget: usize) -> Self {
-        let key = (root_stat.st_dev, root_stat.st_ino);
+        let key = platform::dev_ino(root_stat);
         let mount_fd = probe_handles(root_fd.as_fd());
         let root = Arc::new(Inode {
             id: ROOT_ID,
             generation: 0,
             hold: RwLock::new(Hold::Fd(Arc::new(root_fd))),
             key: Mutex::new(key),
-            kind: root_stat.st_mode & libc::S_IFMT,
+            kind: platform::mode_of(root_stat) & platform::file_type::S_IFMT,
             nlookup: AtomicU64::new(1 << 40),
         });
         let mut maps = Maps::default();
@@ -142,7 +142,7 @@ impl InodeStore {
         maps.by_key.insert(key, ROOT_ID);
         InodeStore {
             maps: RwLock::new(maps),
-            root_dev: root_stat.st_dev,
+            root_dev: key.0,
             mount_fd,
             fd_budget,
             held_fds: AtomicUsize::new(1),
@@ -180,7 +180,7 @@ impl InodeStore {
     /// if it is already known.
     pub fn ref_existing(&self, st: &Stat) -> Option<Arc<Inode>> {
         let maps = self.maps.read().expect("inode store poisoned");
-        let id = maps.by_key.get(&(st.st_dev, st.st_ino))?;
+        let id = maps.by_key.get(&platform::dev_ino(st))?;
         let inode = maps.by_id.get(id)?.clone();
         inode.nlookup.fetch_add(1, Ordering::Relaxed);
         Some(inode)
@@ -190,7 +190,7 @@ impl InodeStore {
     /// are `st`), inserting it if it is new; `fd` is dropped if the inode is
     /// already held.
     pub fn insert(&self, fd: OwnedFd, st: &Stat) -> Arc<Inode> {
-        let key = (st.st_dev, st.st_ino);
+        let key = platform::dev_ino(st);
         let mut maps = self.maps.write().expect("inode store poisoned");
         if let Some(id) = maps.by_key.get(&key) {
             let inode = maps.by_id[id].clone();
@@ -199,7 +199,7 @@ impl InodeStore {
         }
         // A node that was repointed keeps its old number, which the backing
         // filesystem may since have given to a new inode.
-        let id = if st.st_dev == self.root_dev
+        let id = if key.0 == self.root_dev
             && st.st_ino > ROOT_ID
             && st.st_ino < SYNTHETIC_BASE
             && !maps.by_id.contains_key(&st.st_ino)
@@ -214,7 +214,7 @@ impl InodeStore {
             generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
             hold: RwLock::new(hold),
             key: Mutex::new(key),
-            kind: st.st_mode & libc::S_IFMT,
+            kind: platform::mode_of(st) & platform::file_type::S_IFMT,
             nlookup: AtomicU64::new(1),
         });
         maps.by_key.insert(key, id);
@@ -249,7 +249,7 @@ impl InodeStore {
     /// (where handles work and the inode is on the root's filesystem).
     fn hold(&self, fd: OwnedFd, st: &Stat) -> Hold {
         if self.held_fds.load(Ordering::Relaxed) >= self.fd_budget
-            && st.st_dev == self.root_dev
+            && platform::dev_ino(st).0 == self.root_dev
             && let Some(mount) = &self.mount_fd
             && let Ok(h) = platform::name_to_handle(fd.as_fd())
         {
@@ -268,7 +268,7 @@ impl InodeStore {
         let Some(inode) = maps.by_id.get(&id).cloned() else {
             return;
         };
-        let new_key = (st.st_dev, st.st_ino);
+        let new_key = platform::dev_ino(st);
         let old_key = std::mem::replace(&mut *inode.key.lock().expect("inode poisoned"), new_key);
         if maps.by_key.get(&old_key) == Some(&id) {
             maps.by_key.remove(&old_key);
@@ -304,6 +304,6 @@ impl InodeStore {
 fn probe_handles(root: BorrowedFd<'_>) -> Option<Arc<OwnedFd>> {
     let mount = platform::reopen(root, libc::O_RDONLY | libc::O_DIRECTORY).ok()?;
     let h = platform::name_to_handle(root).ok()?;
-    platform::open_by_handle(mount.as_fd(), &h, libc::O_PATH).ok()?;
+    platform::open_by_handle(mount.as_fd(), &h, platform::O_PATH).ok()?;
     Some(Arc::new(mount))
 }

@@ -14,6 +14,21 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 pub use super::posix::*;
+pub use libc::{
+    FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_ZERO_RANGE, O_DIRECT, O_NOATIME, O_PATH,
+};
+
+/// rename flag: fail if the target exists
+pub const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+/// rename flag: swap the two names
+pub const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+
+/// A file no name reaches, in `dir`, open for reading and writing
+/// (O_TMPFILE).
+pub fn anonymous_file_in(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    open_at(dir, c".", libc::O_TMPFILE | libc::O_RDWR, 0o600)
+}
 use super::posix::{cvt, cvt_isize, owned, stat_raw, timespec};
 
 fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {

@@ -29,6 +29,11 @@ mod linux_durable;
 #[cfg(target_os = "macos")]
 #[allow(unsafe_code)]
 mod macos;
+#[cfg(target_os = "macos")]
+#[allow(unsafe_code)]
+mod macos_sys;
+#[cfg(target_os = "macos")]
+pub use macos_sys::*;
 #[cfg(any(test, not(any(target_os = "linux", target_os = "macos", windows))))]
 pub(crate) mod unknown;
 #[cfg(target_os = "linux")]

@@ -390,3 +390,42 @@ pub fn zeroed_stat() -> Stat {
     // SAFETY: `stat` is a plain struct of integers, for which all-zero is valid.
     unsafe { std::mem::zeroed() }
 }
+
+/// The identity of a backing inode: (device, inode number) of its stat.
+#[allow(clippy::unnecessary_cast)] // dev_t is u64 on Linux, i32 on macOS
+pub fn dev_ino(st: &Stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+/// The mode of a stat as a u32 (mode_t is u16 on macOS).
+#[allow(clippy::unnecessary_cast)]
+pub fn mode_of(st: &Stat) -> u32 {
+    st.st_mode as u32
+}
+
+/// File type bits, as u32 on every OS (compare with [`mode_of`]).
+#[allow(clippy::unnecessary_cast)]
+pub mod file_type {
+    /// mask of the type bits
+    pub const S_IFMT: u32 = libc::S_IFMT as u32;
+    /// directory
+    pub const S_IFDIR: u32 = libc::S_IFDIR as u32;
+    /// regular file
+    pub const S_IFREG: u32 = libc::S_IFREG as u32;
+    /// symbolic link
+    pub const S_IFLNK: u32 = libc::S_IFLNK as u32;
+    /// FIFO
+    pub const S_IFIFO: u32 = libc::S_IFIFO as u32;
+    /// socket
+    pub const S_IFSOCK: u32 = libc::S_IFSOCK as u32;
+    /// character device
+    pub const S_IFCHR: u32 = libc::S_IFCHR as u32;
+    /// block device
+    pub const S_IFBLK: u32 = libc::S_IFBLK as u32;
+    /// set-user-id bit
+    pub const S_ISUID: u32 = libc::S_ISUID as u32;
+    /// set-group-id bit
+    pub const S_ISGID: u32 = libc::S_ISGID as u32;
+    /// group execute bit
+    pub const S_IXGRP: u32 = libc::S_IXGRP as u32;
+}
