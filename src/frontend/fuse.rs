@@ -1,4 +1,4 @@
-//! The `fuser` adapter (Linux FUSE).
+//! The `fuser` adapter (Linux FUSE; macFUSE on macOS, the same code).
 //!
 //! Besides translating requests, this module decides each open's kernel IO
 //! mode. Linux (6.9+) can hand an open's reads and writes straight to the
