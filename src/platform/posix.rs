@@ -165,25 +165,24 @@ pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: i32) -> io::Result<i64> {
     }
 }
 
-/// `pread(2)` into `buf`, short only at end of file.
-pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+/// Calls `call(done)` (one syscall on the buffer from byte `done` on) until
+/// `len` bytes are through: EINTR is retried, an error after some bytes
+/// ends it short (logged), one before any is returned. With `eof_stops`, a
+/// zero count (end of file) ends it short too.
+fn all_of(
+    len: usize,
+    what: &str,
+    eof_stops: bool,
+    mut call: impl FnMut(usize) -> isize,
+) -> io::Result<usize> {
     let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: the slice tail is valid for writes of its length.
-        let r = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                (offset + done as u64) as libc::off_t,
-            )
-        };
-        match cvt_isize(r) {
-            Ok(0) => break,
+    while done < len {
+        match cvt_isize(call(done)) {
+            Ok(0) if eof_stops => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if done > 0 => {
-                tracing::debug!("short read after {done} bytes: {e}");
+                tracing::debug!("short {what} after {done} bytes: {e}");
                 break;
             }
             Err(e) => return Err(e),
@@ -192,57 +191,51 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usiz
     Ok(done)
 }
 
+/// `pread(2)` into `buf`, short only at end of file.
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let len = buf.len();
+    all_of(len, "read", true, |done| {
+        // SAFETY: the slice tail is valid for writes of its length.
+        unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[done..].as_mut_ptr().cast(),
+                len - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        }
+    })
+}
+
 /// `pwrite(2)` of the whole buffer (a short write is retried, as the kernel
 /// expects a FUSE write to be complete unless it failed).
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
+    all_of(buf.len(), "write", false, |done| {
         // SAFETY: the slice tail is valid for reads of its length.
-        let r = unsafe {
+        unsafe {
             libc::pwrite(
                 fd.as_raw_fd(),
                 buf[done..].as_ptr().cast(),
                 buf.len() - done,
                 (offset + done as u64) as libc::off_t,
             )
-        };
-        match cvt_isize(r) {
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if done > 0 => {
-                tracing::debug!("short write after {done} bytes: {e}");
-                break;
-            }
-            Err(e) => return Err(e),
         }
-    }
-    Ok(done)
+    })
 }
 
 /// `write(2)` at the file position (for O_APPEND descriptors, where the
 /// kernel picks the offset).
 pub fn write_all(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
+    all_of(buf.len(), "write", false, |done| {
         // SAFETY: the slice tail is valid for reads of its length.
-        let r = unsafe {
+        unsafe {
             libc::write(
                 fd.as_raw_fd(),
                 buf[done..].as_ptr().cast(),
                 buf.len() - done,
             )
-        };
-        match cvt_isize(r) {
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if done > 0 => {
-                tracing::debug!("short write after {done} bytes: {e}");
-                break;
-            }
-            Err(e) => return Err(e),
         }
-    }
-    Ok(done)
+    })
 }
 
 /// `fsync(2)`.
