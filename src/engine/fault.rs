@@ -185,6 +185,15 @@ impl Fault {
         Ok(f)
     }
 
+    /// Whether this fault is set on `op` of the file at `path`.
+    fn targets(&self, op: FaultOp, path: &Candidate<'_>) -> bool {
+        (self.op == op || self.op == FaultOp::Any)
+            && self
+                .glob
+                .as_ref()
+                .is_none_or(|g| g.is_match_candidate(path))
+    }
+
     fn roll(&mut self) -> bool {
         if self.probability >= 1.0 {
             return true;
@@ -235,12 +244,9 @@ impl Faults {
     /// whose IO bypasses the daemon (kernel passthrough) cannot honour.
     pub fn hits_data(&self, id: u64, path: &[u8]) -> bool {
         let l = self.list.lock().expect("faults poisoned");
+        let cand = Candidate::from_bytes(path);
         l.1.iter().any(|f| {
-            f.id == id
-                && matches!(f.op, FaultOp::Write | FaultOp::Read | FaultOp::Any)
-                && f.glob
-                    .as_ref()
-                    .is_none_or(|g| g.is_match_candidate(&Candidate::from_bytes(path)))
+            f.id == id && (f.targets(FaultOp::Write, &cand) || f.targets(FaultOp::Read, &cand))
         })
     }
 
@@ -276,13 +282,7 @@ impl Faults {
             let mut l = self.list.lock().expect("faults poisoned");
             let cand = Candidate::from_bytes(path);
             for f in l.1.iter_mut() {
-                if !(f.op == op || f.op == FaultOp::Any)
-                    || f.left == Some(0)
-                    || f.glob
-                        .as_ref()
-                        .is_some_and(|g| !g.is_match_candidate(&cand))
-                    || !f.roll()
-                {
+                if !f.targets(op, &cand) || f.left == Some(0) || !f.roll() {
                     continue;
                 }
                 f.hits += 1;
