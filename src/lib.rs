@@ -36,7 +36,6 @@ pub mod cli;
 pub mod control;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod daemon;
-#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod engine;
 pub mod error;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
