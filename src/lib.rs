@@ -26,11 +26,12 @@
 //! - The frontend makes no durability decision; the engine sees no FUSE type.
 //!
 //! Platforms: the mount (frontend, fs, engine, daemon) is built for Linux
-//! and macOS (macFUSE; type-checked in CI, not yet run). On Windows and
-//! other OSes the library is the policy language and the durable-IO
-//! platform layer; see the README's platform table.
+//! and macOS (macFUSE; type-checked in CI, not yet run); on Windows the
+//! WinFsp frontend drives the engine's OS-neutral `plan` over the Windows
+//! platform layer (type-checked, not yet run). On other OSes the library
+//! is the policy language and the durable-IO platform layer; see the
+//! README's platform table.
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod cli;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod control;
@@ -38,7 +39,7 @@ pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod error;
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 pub mod frontend;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod fs;

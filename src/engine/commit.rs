@@ -102,7 +102,7 @@ impl GroupCommit {
                 s.done = s.done.max(generation);
                 if let Err(e) = &res {
                     s.failed = s.failed.max(generation);
-                    s.failed_errno = e.raw_os_error().unwrap_or(libc::EIO);
+                    s.failed_errno = e.raw_os_error().unwrap_or(crate::platform::EIO);
                 }
                 self.cv.notify_all();
                 return (res, Covered::Led(batch));

@@ -44,6 +44,18 @@ mod uring;
 mod windows;
 
 pub use aligned::{AlignedBuf, round_down, round_up};
+
+/// The OS's error code for "an I/O error" (EIO; ERROR_IO_DEVICE on
+/// Windows), for failures that carry no code of their own.
+#[cfg(unix)]
+pub const EIO: i32 = libc::EIO;
+/// The OS's error code for "an I/O error" (EIO; ERROR_IO_DEVICE on
+/// Windows), for failures that carry no code of their own.
+#[cfg(windows)]
+pub const EIO: i32 = ::windows_sys::Win32::Foundation::ERROR_IO_DEVICE as i32;
+#[cfg(not(any(unix, windows)))]
+/// The OS's error code for "an I/O error".
+pub const EIO: i32 = 5;
 pub use counters::{SyncCounts, sync_counts};
 pub use durable::{Access, DurableFile, DurableFileIn, Os, RenameMode};
 
@@ -79,6 +91,8 @@ pub use uring::{
 };
 #[cfg(windows)]
 pub use windows::{
-    advise, copy, direct_io_available, open_dir, preallocate, rename, sector_size, set_write_hint,
-    sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
+    HandleInfo, advise, catch_console_stop, console_stopped, copy, direct_io_available, disk_space,
+    handle_info, open_dir, open_path, preallocate, rename, rename_path, sector_size,
+    security_descriptor, set_allocation, set_basic_info, set_write_hint, sync_barrier, sync_data,
+    sync_dir, sync_full, sync_parent_dir,
 };

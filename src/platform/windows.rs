@@ -34,14 +34,22 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, RawHandle};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use windows_sys::Win32::Foundation::{GENERIC_READ, GENERIC_WRITE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Foundation::{
+    ERROR_INSUFFICIENT_BUFFER, GENERIC_READ, GENERIC_WRITE, INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::Security::{
+    DACL_SECURITY_INFORMATION, GROUP_SECURITY_INFORMATION, GetKernelObjectSecurity,
+    OWNER_SECURITY_INFORMATION,
+};
 use windows_sys::Win32::Storage::FileSystem::{
-    FILE_ALLOCATION_INFO, FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_NO_BUFFERING,
-    FILE_FLAG_WRITE_THROUGH, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE,
-    FILE_STANDARD_INFO, FILE_STORAGE_INFO, FileAllocationInfo, FileStandardInfo, FileStorageInfo,
-    FlushFileBuffers, GetFileInformationByHandleEx, MOVEFILE_REPLACE_EXISTING,
+    BY_HANDLE_FILE_INFORMATION, FILE_ALLOCATION_INFO, FILE_BASIC_INFO, FILE_FLAG_BACKUP_SEMANTICS,
+    FILE_FLAG_NO_BUFFERING, FILE_FLAG_WRITE_THROUGH, FILE_SHARE_DELETE, FILE_SHARE_READ,
+    FILE_SHARE_WRITE, FILE_STANDARD_INFO, FILE_STORAGE_INFO, FileAllocationInfo, FileBasicInfo,
+    FileStandardInfo, FileStorageInfo, FlushFileBuffers, GetDiskFreeSpaceExW,
+    GetFileInformationByHandle, GetFileInformationByHandleEx, MOVEFILE_REPLACE_EXISTING,
     MOVEFILE_WRITE_THROUGH, MoveFileExW, ReOpenFile, SetFileInformationByHandle,
 };
+use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
 
 use super::durable::{Access, Os, RenameMode, fallback_once, parent_of, path_in, read_full};
 
@@ -244,9 +252,25 @@ pub fn rename(
             ));
         }
     };
-    let (from, to) = (wide(&path_in(olddir, old)?), wide(&path_in(newdir, new)?));
+    move_path(&path_in(olddir, old)?, &path_in(newdir, new)?, flags)
+}
+
+/// MoveFileExW of `from` to `to` with `flags`.
+fn move_path(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
+    let (from, to) = (wide(from), wide(to));
     // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
     check(unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), flags) })
+}
+
+/// Renames `from` to `to` (MoveFileExW, written through), replacing an
+/// existing `to` only if `replace`.
+pub fn rename_path(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+    let flags = if replace {
+        MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH
+    } else {
+        MOVEFILE_WRITE_THROUGH
+    };
+    move_path(from, to, flags)
 }
 
 /// Copies all of `src` into `dst` from offset 0 of each.
@@ -295,4 +319,180 @@ pub fn advise(_file: &File, _advice: crate::policy::Advice) -> io::Result<()> {
 /// Nothing: Windows has no write-lifetime hints.
 pub fn set_write_hint(_file: &File, _hint: crate::policy::WriteHint) -> io::Result<()> {
     Ok(())
+}
+
+/// Opens `path`, a file or a directory (FILE_FLAG_BACKUP_SEMANTICS), with
+/// `access` (Win32 access rights) and every share mode; `create_new`
+/// makes a new file with `attributes` instead.
+pub fn open_path(path: &Path, access: u32, create_new: bool, attributes: u32) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.access_mode(access)
+        .share_mode(SHARE_ALL)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .attributes(attributes);
+    if create_new {
+        o.write(true).create_new(true);
+    }
+    o.open(path)
+}
+
+/// What Windows says about an open file: the fields of WinFsp's file
+/// information, times as FILETIME ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandleInfo {
+    /// FILE_ATTRIBUTE_* bits
+    pub attributes: u32,
+    /// bytes allocated on the volume
+    pub allocation_size: u64,
+    /// end of file
+    pub file_size: u64,
+    /// creation time
+    pub creation_time: u64,
+    /// last access time
+    pub last_access_time: u64,
+    /// last write time
+    pub last_write_time: u64,
+    /// last change (metadata or data) time
+    pub change_time: u64,
+    /// the volume's serial number
+    pub volume_serial: u32,
+    /// the file's index on its volume
+    pub index: u64,
+    /// hard links to it
+    pub links: u32,
+}
+
+fn info_class<T>(file: &File, class: i32) -> io::Result<T> {
+    // SAFETY: only called with the plain-old-data FILE_*_INFO structs, for
+    // which all-zero is valid.
+    let mut info: T = unsafe { std::mem::zeroed() };
+    // SAFETY: live handle; `info` is valid for writes of its size.
+    check(unsafe {
+        GetFileInformationByHandleEx(
+            file.as_raw_handle(),
+            class,
+            (&mut info as *mut T).cast(),
+            std::mem::size_of::<T>() as u32,
+        )
+    })?;
+    Ok(info)
+}
+
+/// The file's attributes, sizes, times and identity.
+pub fn handle_info(file: &File) -> io::Result<HandleInfo> {
+    let basic: FILE_BASIC_INFO = info_class(file, FileBasicInfo)?;
+    let standard: FILE_STANDARD_INFO = info_class(file, FileStandardInfo)?;
+    // SAFETY: plain old data; all-zero is valid.
+    let mut by_handle: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: live handle; `by_handle` is valid for writes.
+    check(unsafe { GetFileInformationByHandle(file.as_raw_handle(), &mut by_handle) })?;
+    Ok(HandleInfo {
+        attributes: basic.FileAttributes,
+        allocation_size: standard.AllocationSize as u64,
+        file_size: standard.EndOfFile as u64,
+        creation_time: basic.CreationTime as u64,
+        last_access_time: basic.LastAccessTime as u64,
+        last_write_time: basic.LastWriteTime as u64,
+        change_time: basic.ChangeTime as u64,
+        volume_serial: by_handle.dwVolumeSerialNumber,
+        index: (u64::from(by_handle.nFileIndexHigh) << 32) | u64::from(by_handle.nFileIndexLow),
+        links: standard.NumberOfLinks,
+    })
+}
+
+/// Sets the file's attributes and times (FILE_BASIC_INFO); a 0 leaves
+/// that one as it is.
+pub fn set_basic_info(
+    file: &File,
+    attributes: u32,
+    creation_time: u64,
+    last_access_time: u64,
+    last_write_time: u64,
+    change_time: u64,
+) -> io::Result<()> {
+    let info = FILE_BASIC_INFO {
+        CreationTime: creation_time as i64,
+        LastAccessTime: last_access_time as i64,
+        LastWriteTime: last_write_time as i64,
+        ChangeTime: change_time as i64,
+        FileAttributes: attributes,
+    };
+    // SAFETY: live handle; `info` is valid for reads of its size.
+    check(unsafe {
+        SetFileInformationByHandle(
+            file.as_raw_handle(),
+            FileBasicInfo,
+            (&info as *const FILE_BASIC_INFO).cast(),
+            std::mem::size_of::<FILE_BASIC_INFO>() as u32,
+        )
+    })
+}
+
+/// Sets the file's allocation size exactly (FILE_ALLOCATION_INFO): below
+/// the end of file it truncates, as Windows does.
+pub fn set_allocation(file: &File, size: u64) -> io::Result<()> {
+    let info = FILE_ALLOCATION_INFO {
+        AllocationSize: size as i64,
+    };
+    // SAFETY: live handle; `info` is valid for reads of its size.
+    check(unsafe {
+        SetFileInformationByHandle(
+            file.as_raw_handle(),
+            FileAllocationInfo,
+            (&info as *const FILE_ALLOCATION_INFO).cast(),
+            std::mem::size_of::<FILE_ALLOCATION_INFO>() as u32,
+        )
+    })
+}
+
+/// The file's security descriptor (owner, group, DACL; self-relative):
+/// returns its size, and copies it into `buf` when `buf` is big enough.
+/// The file must be open with READ_CONTROL.
+pub fn security_descriptor(file: &File, buf: Option<&mut [std::ffi::c_void]>) -> io::Result<usize> {
+    let what = OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION;
+    let (ptr, len) = match buf {
+        Some(b) => (b.as_mut_ptr(), b.len() as u32),
+        None => (std::ptr::null_mut(), 0),
+    };
+    let mut needed = 0u32;
+    // SAFETY: live handle; `ptr` is null with length 0 or valid for
+    // writes of `len` bytes; `needed` is valid for writes.
+    let ok = unsafe { GetKernelObjectSecurity(file.as_raw_handle(), what, ptr, len, &mut needed) };
+    if ok != 0 {
+        return Ok(needed as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(ERROR_INSUFFICIENT_BUFFER as i32) {
+        return Ok(needed as usize);
+    }
+    Err(e)
+}
+
+/// The volume holding `path`: (total bytes, bytes free to this caller).
+pub fn disk_space(path: &Path) -> io::Result<(u64, u64)> {
+    let p = wide(path);
+    let (mut avail, mut total, mut free) = (0u64, 0u64, 0u64);
+    // SAFETY: `p` is a NUL-terminated UTF-16 string; the outputs are valid
+    // for writes.
+    check(unsafe { GetDiskFreeSpaceExW(p.as_ptr(), &mut avail, &mut total, &mut free) })?;
+    Ok((total, avail))
+}
+
+static CONSOLE_STOP: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "system" fn console_handler(_event: u32) -> windows_sys::core::BOOL {
+    CONSOLE_STOP.store(true, Ordering::SeqCst);
+    1
+}
+
+/// Catches Ctrl-C, Ctrl-Break and console close; [`console_stopped`]
+/// then says so (the process is not killed, so it can unmount cleanly).
+pub fn catch_console_stop() -> io::Result<()> {
+    // SAFETY: the handler is a plain function that only stores an atomic.
+    check(unsafe { SetConsoleCtrlHandler(Some(console_handler), 1) })
+}
+
+/// True once Ctrl-C, Ctrl-Break or a console close arrived.
+pub fn console_stopped() -> bool {
+    CONSOLE_STOP.load(Ordering::SeqCst)
 }

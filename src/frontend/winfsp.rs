@@ -1,0 +1,909 @@
+//! The WinFsp frontend: shows a backing directory as a Windows volume
+//! (`durafs mount BACKING X:`), every file's writes made durable as its
+//! policy says.
+//!
+//! WinFsp calls name files by path (`\dir\file`); durafs keeps the backing
+//! file's handle per open and, per backing file (volume serial, file
+//! index), the state its policy needs: the atomic stage, the group commit,
+//! the preallocated end, the pending interval sync. What each event leads
+//! to comes from [`crate::engine::plan`], as for the POSIX engine; the
+//! system calls are [`crate::platform`]'s for Windows.
+//!
+//! - `direct`: writes go through a second handle opened
+//!   FILE_FLAG_NO_BUFFERING | FILE_FLAG_WRITE_THROUGH, sector-aligned
+//!   ([`DurableFile`]);
+//! - `atomic`: the first write copies the file into a hidden
+//!   `.durafs-stage-*` beside it; reads and writes of every open of the file
+//!   go to the stage; the last close (Cleanup) or a flush syncs it and
+//!   renames it over the target (MoveFileExW REPLACE_EXISTING |
+//!   WRITE_THROUGH), then flushes the directory;
+//! - `append`: clusters are reserved (FILE_ALLOCATION_INFO) ahead of the end
+//!   of file in `preallocate` steps, the unused tail released on the last
+//!   close;
+//! - sync triggers: `always` (group commit per file), `on-close` (Cleanup),
+//!   `interval` (a flusher thread), `on-fsync` (FlushFileBuffers of the
+//!   file, upgraded to the policy's method), `never` (flushes acknowledged);
+//!   a volume flush (no file) applies the app-sync rule to every open file;
+//! - `dir-sync`: create, delete and rename flush the directories they
+//!   change.
+//!
+//! Names starting `.durafs-` are the engine's: never listed, never opened
+//! or created through the volume. Written and type-checked in CI; not run
+//! (see the README's platform table).
+
+use std::collections::HashMap;
+use std::ffi::{OsString, c_void};
+use std::fs::File;
+use std::io;
+use std::os::windows::ffi::OsStringExt;
+use std::os::windows::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use ::winfsp::filesystem::{
+    DirBuffer, DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, OpenFileInfo,
+    VolumeInfo, WideNameInfo,
+};
+use ::winfsp::host::{FileSystemHost, FileSystemParams, VolumeParams};
+use ::winfsp::{FspError, U16CStr};
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_DIR_NOT_EMPTY, STATUS_BUFFER_OVERFLOW, STATUS_END_OF_FILE,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    FILE_APPEND_DATA, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL, FILE_WRITE_DATA,
+    INVALID_FILE_ATTRIBUTES, READ_CONTROL,
+};
+
+use crate::engine::plan::{self, AfterWrite, AppSync, AtClose};
+use crate::engine::{GroupCommit, HIDDEN_PREFIX, SyncKind};
+use crate::platform::{self, DurableFile, HandleInfo};
+use crate::policy::{FilePolicy, Policy, WriteStrategy};
+
+/// NtCreateFile's FILE_DIRECTORY_FILE create option.
+const FILE_DIRECTORY_FILE: u32 = 0x0000_0001;
+/// WinFsp's cleanup flag: the file is to be deleted.
+const CLEANUP_DELETE: u32 = 0x01;
+
+type Result<T> = ::winfsp::Result<T>;
+
+fn win32(code: u32) -> FspError {
+    FspError::WIN32(code)
+}
+
+fn not_found() -> FspError {
+    FspError::NTSTATUS(STATUS_OBJECT_NAME_NOT_FOUND)
+}
+
+/// An atomic stage: the hidden file the writes go to until the commit.
+struct Stage {
+    file: Arc<File>,
+    path: PathBuf,
+}
+
+/// What durafs keeps per backing file while it is open.
+struct FileState {
+    /// the policy of the open that opened it first
+    policy: FilePolicy,
+    /// the backing path (kept current across renames through the volume)
+    path: Mutex<PathBuf>,
+    stage: Mutex<Option<Stage>>,
+    /// the file at the path since this file's last atomic commit (the
+    /// handle every open of it reads and syncs through from then on)
+    current: Mutex<Option<Arc<File>>>,
+    commit: GroupCommit,
+    /// writable opens not yet cleaned up
+    writers: AtomicUsize,
+    /// how far an `append` file is preallocated
+    reserved: AtomicU64,
+    /// written since the last sync
+    dirty: AtomicBool,
+    /// when the pending interval sync is due
+    due: Mutex<Option<(Instant, SyncKind)>>,
+}
+
+impl FileState {
+    fn path(&self) -> PathBuf {
+        self.path.lock().expect("path poisoned").clone()
+    }
+
+    fn stage_file(&self) -> Option<Arc<File>> {
+        let st = self.stage.lock().expect("stage poisoned");
+        st.as_ref().map(|s| s.file.clone())
+    }
+
+    /// Syncs `file` (the file's handle, or its stage) by `kind`, shared
+    /// with concurrent callers.
+    fn sync(&self, file: &File, kind: SyncKind) -> io::Result<()> {
+        self.dirty.store(false, Ordering::Release);
+        self.commit.sync(|| sync_file(file, kind)).0
+    }
+
+    /// Syncs the stage, renames it over the target, flushes the directory.
+    fn commit(&self) -> io::Result<()> {
+        let Some(stage) = self.stage.lock().expect("stage poisoned").take() else {
+            return Ok(());
+        };
+        let target = self.path();
+        let res = sync_file(&stage.file, plan::own_sync(&self.policy))
+            .and_then(|()| platform::rename_path(&stage.path, &target, true))
+            .and_then(|()| platform::sync_parent_dir(&target));
+        match res {
+            Ok(()) => *self.current.lock().expect("current poisoned") = Some(stage.file),
+            // The target keeps its old contents; the stage goes.
+            Err(_) => {
+                let _ = std::fs::remove_file(&stage.path);
+            }
+        }
+        self.dirty.store(false, Ordering::Release);
+        res
+    }
+
+    /// The app's sync (a flush of this file or of the volume): what the
+    /// policy makes of it.
+    fn app_sync(&self, policy: &FilePolicy, own: &File) -> io::Result<()> {
+        let staged = policy.write == WriteStrategy::Atomic && self.stage_file().is_some();
+        match plan::app_sync(policy, staged, true) {
+            AppSync::Commit => self.commit(),
+            AppSync::Drop => Ok(()),
+            AppSync::Sync(kind) => self.sync(own, kind),
+        }
+    }
+}
+
+/// One open (WinFsp's file context).
+pub struct Handle {
+    file: Arc<File>,
+    state: Arc<FileState>,
+    policy: FilePolicy,
+    dir: bool,
+    writable: bool,
+    direct: Option<DurableFile>,
+    dir_buffer: DirBuffer,
+}
+
+impl Handle {
+    fn staged(&self) -> bool {
+        self.policy.write == WriteStrategy::Atomic && self.state.stage_file().is_some()
+    }
+
+    /// The file reads, writes and syncs of this open go to: the stage while
+    /// there is one, else the file an atomic commit put at the path, else
+    /// the file it opened.
+    fn io_file(&self) -> Arc<File> {
+        self.state.stage_file().unwrap_or_else(|| {
+            let current = self.state.current.lock().expect("current poisoned");
+            current.clone().unwrap_or_else(|| self.file.clone())
+        })
+    }
+}
+
+/// The durafs volume: a backing directory and its policy.
+pub struct WinFs {
+    root: PathBuf,
+    policy: Policy,
+    files: Mutex<HashMap<(u32, u64), Weak<FileState>>>,
+    stage_seq: AtomicU64,
+    flusher: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl WinFs {
+    /// A volume showing `root` under `policy`; starts the interval flusher.
+    pub fn new(root: PathBuf, policy: Policy) -> Arc<WinFs> {
+        let fs = Arc::new(WinFs {
+            root,
+            policy,
+            files: Mutex::new(HashMap::new()),
+            stage_seq: AtomicU64::new(0),
+            flusher: Arc::new((Mutex::new(false), Condvar::new())),
+        });
+        let weak = Arc::downgrade(&fs);
+        std::thread::spawn(move || flusher(weak));
+        fs
+    }
+
+    /// The backing path and the policy path ('/'-separated) of a WinFsp
+    /// name; None for the engine's hidden names.
+    fn resolve(&self, name: &U16CStr) -> Option<(PathBuf, Vec<u8>)> {
+        let rel = OsString::from_wide(name.as_slice());
+        let rel = rel.to_string_lossy();
+        let rel = rel.trim_start_matches('\\');
+        if rel
+            .split('\\')
+            .any(|c| c.as_bytes().starts_with(HIDDEN_PREFIX))
+        {
+            return None;
+        }
+        Some((self.root.join(rel), rel.replace('\\', "/").into_bytes()))
+    }
+
+    fn state_of(
+        &self,
+        file: &File,
+        path: &Path,
+        policy: &FilePolicy,
+    ) -> io::Result<Arc<FileState>> {
+        let info = platform::handle_info(file)?;
+        let key = (info.volume_serial, info.index);
+        let mut files = self.files.lock().expect("files poisoned");
+        if let Some(s) = files.get(&key).and_then(Weak::upgrade) {
+            return Ok(s);
+        }
+        let s = Arc::new(FileState {
+            policy: policy.clone(),
+            path: Mutex::new(path.to_path_buf()),
+            stage: Mutex::new(None),
+            current: Mutex::new(None),
+            commit: GroupCommit::default(),
+            writers: AtomicUsize::new(0),
+            reserved: AtomicU64::new(info.allocation_size.max(info.file_size)),
+            dirty: AtomicBool::new(false),
+            due: Mutex::new(None),
+        });
+        files.retain(|_, w| w.strong_count() > 0);
+        files.insert(key, Arc::downgrade(&s));
+        Ok(s)
+    }
+
+    fn open_handle(&self, file: File, path: &Path, rel: &[u8], access: u32) -> Result<Handle> {
+        let info = platform::handle_info(&file)?;
+        let dir = info.attributes & FILE_ATTRIBUTE_DIRECTORY != 0;
+        let policy = self.policy.resolve(rel);
+        let writable = !dir && access & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
+        let state = self.state_of(&file, path, &policy)?;
+        let mut direct = None;
+        if writable {
+            state.writers.fetch_add(1, Ordering::AcqRel);
+            if policy.write == WriteStrategy::Direct {
+                direct = Some(DurableFile::from_file(file.try_clone()?, true));
+            }
+            if let Some(h) = policy.hint {
+                let _ = platform::set_write_hint(&file, h);
+            }
+        }
+        if let Some(a) = policy.advise {
+            let _ = platform::advise(&file, a);
+        }
+        Ok(Handle {
+            file: Arc::new(file),
+            state,
+            policy,
+            dir,
+            writable,
+            direct,
+            dir_buffer: DirBuffer::new(),
+        })
+    }
+
+    /// The file's stage, made (seeded with the target's contents if
+    /// `seed`) when there is none.
+    fn stage(&self, h: &Handle, seed: bool) -> io::Result<Arc<File>> {
+        let mut st = h.state.stage.lock().expect("stage poisoned");
+        if let Some(s) = &*st {
+            return Ok(s.file.clone());
+        }
+        let target = h.state.path();
+        let name = format!(
+            "{}stage-{}-{}",
+            String::from_utf8_lossy(HIDDEN_PREFIX),
+            std::process::id(),
+            self.stage_seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = target.with_file_name(name);
+        let file = platform::open_path(&path, GENERIC_ALL, true, FILE_ATTRIBUTE_NORMAL)?;
+        if seed {
+            // The open may be write-only: the contents are read through a
+            // handle of durafs' own.
+            let src = platform::open_path(&target, GENERIC_READ, false, 0)?;
+            platform::copy(&src, &file)?;
+        }
+        let file = Arc::new(file);
+        *st = Some(Stage {
+            file: file.clone(),
+            path,
+        });
+        Ok(file)
+    }
+
+    /// The last cleanup of a writable open: commit, on-close sync, a
+    /// pending interval sync done now (nothing would be left to do it once
+    /// the file's state goes), release an append file's unused
+    /// preallocation.
+    fn last_close(&self, h: &Handle) -> io::Result<()> {
+        let file = h.io_file();
+        if h.policy.write == WriteStrategy::Append {
+            let size = file.metadata()?.len();
+            if h.state.reserved.swap(size, Ordering::AcqRel) > size {
+                platform::set_allocation(&file, size)?;
+            }
+        }
+        let due = h.state.due.lock().expect("due poisoned").take();
+        if let Some((_, kind)) = due {
+            h.state.sync(&file, kind)?;
+        }
+        let dirty = h.state.dirty.load(Ordering::Acquire);
+        match plan::at_close(&h.policy, h.staged(), dirty) {
+            AtClose::Commit => h.state.commit(),
+            AtClose::Sync(kind) => h.state.sync(&file, kind),
+            AtClose::Nothing => Ok(()),
+        }
+    }
+
+    fn dir_sync(&self, h_policy: &FilePolicy, path: &Path) -> io::Result<()> {
+        if h_policy.dir_sync {
+            platform::sync_parent_dir(path)?;
+        }
+        Ok(())
+    }
+
+    /// Every open file's state with a pending interval sync due by `now`,
+    /// and when the next one is due.
+    fn due(&self, now: Instant) -> (Vec<(Arc<FileState>, SyncKind)>, Option<Instant>) {
+        let files = self.files.lock().expect("files poisoned");
+        let mut ready = Vec::new();
+        let mut next: Option<Instant> = None;
+        for s in files.values().filter_map(Weak::upgrade) {
+            let mut due = s.due.lock().expect("due poisoned");
+            match *due {
+                Some((at, kind)) if at <= now => {
+                    *due = None;
+                    ready.push((s.clone(), kind));
+                }
+                Some((at, _)) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        (ready, next)
+    }
+}
+
+/// Full access, for the stages durafs makes itself.
+const GENERIC_ALL: u32 = 0x1000_0000;
+/// Read access, for seeding a stage.
+const GENERIC_READ: u32 = 0x8000_0000;
+
+fn sync_file(file: &File, kind: SyncKind) -> io::Result<()> {
+    match kind {
+        SyncKind::Data => platform::sync_data(file),
+        SyncKind::Full => platform::sync_full(file),
+        SyncKind::Barrier => platform::sync_barrier(file),
+    }
+}
+
+/// The interval flusher: syncs each file whose pending sync is due.
+fn flusher(fs: Weak<WinFs>) {
+    loop {
+        let Some(me) = fs.upgrade() else { return };
+        let (ready, next) = me.due(Instant::now());
+        for (state, kind) in ready {
+            let file = state.stage_file().or_else(|| {
+                platform::open_path(&state.path(), FILE_WRITE_DATA, false, 0)
+                    .ok()
+                    .map(Arc::new)
+            });
+            if let Some(Err(e)) = file.map(|f| state.sync(&f, kind)) {
+                tracing::error!("interval sync of {}: {e}", state.path().display());
+            }
+        }
+        let wait = next.map_or(Duration::from_secs(1), |n| {
+            n.saturating_duration_since(Instant::now())
+        });
+        let flusher = me.flusher.clone();
+        drop(me);
+        let (lock, cv) = &*flusher;
+        let stop = lock.lock().expect("flusher poisoned");
+        if *stop {
+            return;
+        }
+        let _ = cv.wait_timeout(stop, wait.min(Duration::from_secs(1)));
+    }
+}
+
+fn fill(out: &mut FileInfo, i: &HandleInfo) {
+    out.file_attributes = i.attributes;
+    out.reparse_tag = 0;
+    out.allocation_size = i.allocation_size;
+    out.file_size = i.file_size;
+    out.creation_time = i.creation_time;
+    out.last_access_time = i.last_access_time;
+    out.last_write_time = i.last_write_time;
+    out.change_time = i.change_time;
+    out.index_number = i.index;
+    out.hard_links = 0;
+    out.ea_size = 0;
+}
+
+/// The open's file information: its own handle's, with the data's sizes
+/// and times from the stage or the committed file when there is one.
+fn info_of(h: &Handle, out: &mut FileInfo) -> io::Result<()> {
+    let mut i = platform::handle_info(&h.file)?;
+    let data = h.io_file();
+    if !Arc::ptr_eq(&data, &h.file) {
+        let d = platform::handle_info(&data)?;
+        (i.file_size, i.allocation_size) = (d.file_size, d.allocation_size);
+        (i.last_write_time, i.change_time) = (d.last_write_time, d.change_time);
+    }
+    fill(out, &i);
+    Ok(())
+}
+
+fn dir_entry(name: &std::ffi::OsStr, md: &std::fs::Metadata) -> Result<DirInfo> {
+    let mut d: DirInfo = DirInfo::new();
+    let fi = d.file_info_mut();
+    fi.file_attributes = md.file_attributes();
+    fi.file_size = md.file_size();
+    fi.allocation_size = md.file_size().div_ceil(4096) * 4096;
+    fi.creation_time = md.creation_time();
+    fi.last_access_time = md.last_access_time();
+    fi.last_write_time = md.last_write_time();
+    fi.change_time = md.last_write_time();
+    d.set_name(name)?;
+    Ok(d)
+}
+
+/// What WinFsp calls: the volume, shared with its flusher thread.
+pub struct Volume(Arc<WinFs>);
+
+impl std::ops::Deref for Volume {
+    type Target = WinFs;
+
+    fn deref(&self) -> &WinFs {
+        &self.0
+    }
+}
+
+impl FileSystemContext for Volume {
+    type FileContext = Handle;
+
+    fn get_security_by_name(
+        &self,
+        file_name: &U16CStr,
+        security_descriptor: Option<&mut [c_void]>,
+        _resolve_reparse_points: impl FnOnce(&U16CStr) -> Option<FileSecurity>,
+    ) -> Result<FileSecurity> {
+        let (path, _) = self.resolve(file_name).ok_or_else(not_found)?;
+        let file = platform::open_path(&path, READ_CONTROL, false, 0)?;
+        let attributes = platform::handle_info(&file)?.attributes;
+        let given = security_descriptor.as_ref().map(|b| b.len());
+        let size = platform::security_descriptor(&file, security_descriptor)?;
+        if given.is_some_and(|g| g < size) {
+            return Err(FspError::NTSTATUS(STATUS_BUFFER_OVERFLOW));
+        }
+        Ok(FileSecurity {
+            reparse: false,
+            sz_security_descriptor: size as u64,
+            attributes,
+        })
+    }
+
+    fn open(
+        &self,
+        file_name: &U16CStr,
+        _create_options: u32,
+        granted_access: u32,
+        file_info: &mut OpenFileInfo,
+    ) -> Result<Handle> {
+        let (path, rel) = self.resolve(file_name).ok_or_else(not_found)?;
+        let file = platform::open_path(&path, granted_access | READ_CONTROL, false, 0)?;
+        let h = self.open_handle(file, &path, &rel, granted_access)?;
+        info_of(&h, file_info.as_mut())?;
+        Ok(h)
+    }
+
+    fn create(
+        &self,
+        file_name: &U16CStr,
+        create_options: u32,
+        granted_access: u32,
+        file_attributes: u32,
+        _security_descriptor: Option<&[c_void]>,
+        allocation_size: u64,
+        _extra_buffer: Option<&[u8]>,
+        _extra_buffer_is_reparse_point: bool,
+        file_info: &mut OpenFileInfo,
+    ) -> Result<Handle> {
+        let (path, rel) = self
+            .resolve(file_name)
+            .ok_or_else(|| win32(ERROR_ACCESS_DENIED))?;
+        let file = if create_options & FILE_DIRECTORY_FILE != 0 {
+            std::fs::create_dir(&path)?;
+            platform::open_path(&path, granted_access | READ_CONTROL, false, 0)?
+        } else {
+            let attributes = file_attributes & !FILE_ATTRIBUTE_DIRECTORY;
+            platform::open_path(&path, granted_access | READ_CONTROL, true, attributes)?
+        };
+        let h = self.open_handle(file, &path, &rel, granted_access)?;
+        if allocation_size > 0 && !h.dir {
+            platform::preallocate(&h.file, 0, allocation_size)?;
+        }
+        self.dir_sync(&h.policy, &path)?;
+        info_of(&h, file_info.as_mut())?;
+        Ok(h)
+    }
+
+    fn cleanup(&self, h: &Handle, _file_name: Option<&U16CStr>, flags: u32) {
+        let path = h.state.path();
+        if flags & CLEANUP_DELETE != 0 {
+            // A deleted file's stage has nothing to commit.
+            if let Some(stage) = h.state.stage.lock().expect("stage poisoned").take() {
+                let _ = std::fs::remove_file(&stage.path);
+            }
+            let res = if h.dir {
+                std::fs::remove_dir(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match res.and_then(|()| self.dir_sync(&h.policy, &path)) {
+                Ok(()) => {}
+                Err(e) => tracing::error!("deleting {}: {e}", path.display()),
+            }
+        }
+        if h.writable && h.state.writers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Err(e) = self.last_close(h) {
+                // Cleanup cannot fail; the error is logged and, for a
+                // stage, the target keeps its old contents.
+                tracing::error!("closing {}: {e}", path.display());
+            }
+        }
+    }
+
+    fn close(&self, _h: Handle) {}
+
+    fn flush(&self, h: Option<&Handle>, file_info: &mut FileInfo) -> Result<()> {
+        match h {
+            Some(h) => {
+                if h.writable {
+                    h.state.app_sync(&h.policy, &h.io_file())?;
+                }
+                info_of(h, file_info)?;
+            }
+            None => {
+                // A volume flush: every open file's data, as the app asked.
+                let states: Vec<_> = {
+                    let files = self.files.lock().expect("files poisoned");
+                    files.values().filter_map(Weak::upgrade).collect()
+                };
+                for s in states {
+                    if s.writers.load(Ordering::Acquire) == 0 {
+                        continue;
+                    }
+                    let own = platform::open_path(&s.path(), FILE_WRITE_DATA, false, 0)?;
+                    s.app_sync(&s.policy, &own)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn get_file_info(&self, h: &Handle, file_info: &mut FileInfo) -> Result<()> {
+        Ok(info_of(h, file_info)?)
+    }
+
+    fn get_security(&self, h: &Handle, security_descriptor: Option<&mut [c_void]>) -> Result<u64> {
+        let given = security_descriptor.as_ref().map(|b| b.len());
+        let size = platform::security_descriptor(&h.file, security_descriptor)?;
+        if given.is_some_and(|g| g < size) {
+            return Err(FspError::NTSTATUS(STATUS_BUFFER_OVERFLOW));
+        }
+        Ok(size as u64)
+    }
+
+    fn overwrite(
+        &self,
+        h: &Handle,
+        file_attributes: u32,
+        replace_file_attributes: bool,
+        _allocation_size: u64,
+        _extra_buffer: Option<&[u8]>,
+        file_info: &mut FileInfo,
+    ) -> Result<()> {
+        if h.policy.write == WriteStrategy::Atomic && h.writable {
+            // The target keeps its contents until the commit.
+            self.stage(h, false)?.set_len(0)?;
+        } else {
+            h.io_file().set_len(0)?;
+            h.state.dirty.store(true, Ordering::Release);
+        }
+        let attributes = if replace_file_attributes {
+            file_attributes | FILE_ATTRIBUTE_NORMAL
+        } else {
+            let old = platform::handle_info(&h.file)?.attributes;
+            old | file_attributes
+        };
+        platform::set_basic_info(&h.file, attributes, 0, 0, 0, 0)?;
+        info_of(h, file_info)?;
+        Ok(())
+    }
+
+    fn read_directory(
+        &self,
+        h: &Handle,
+        _pattern: Option<&U16CStr>,
+        marker: DirMarker,
+        buffer: &mut [u8],
+    ) -> Result<u32> {
+        if marker.is_none() {
+            let lock = h.dir_buffer.acquire(true, None)?;
+            let path = h.state.path();
+            if path != self.root {
+                let md = std::fs::metadata(&path)?;
+                lock.write(&mut dir_entry(".".as_ref(), &md)?)?;
+                let parent = path.parent().unwrap_or(&self.root);
+                lock.write(&mut dir_entry("..".as_ref(), &std::fs::metadata(parent)?)?)?;
+            }
+            for entry in std::fs::read_dir(&path)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                if name.as_encoded_bytes().starts_with(HIDDEN_PREFIX) {
+                    continue;
+                }
+                let Ok(md) = entry.metadata() else { continue };
+                lock.write(&mut dir_entry(&name, &md)?)?;
+            }
+        }
+        Ok(h.dir_buffer.read(marker, buffer))
+    }
+
+    fn rename(
+        &self,
+        h: &Handle,
+        file_name: &U16CStr,
+        new_file_name: &U16CStr,
+        replace_if_exists: bool,
+    ) -> Result<()> {
+        let (from, _) = self.resolve(file_name).ok_or_else(not_found)?;
+        let (to, rel) = self
+            .resolve(new_file_name)
+            .ok_or_else(|| win32(ERROR_ACCESS_DENIED))?;
+        platform::rename_path(&from, &to, replace_if_exists)?;
+        // Open files at or under the old name are now under the new one.
+        let files = self.files.lock().expect("files poisoned");
+        for s in files.values().filter_map(Weak::upgrade) {
+            let mut p = s.path.lock().expect("path poisoned");
+            if let Ok(rest) = p.strip_prefix(&from) {
+                *p = if rest.as_os_str().is_empty() {
+                    to.clone()
+                } else {
+                    to.join(rest)
+                };
+            }
+        }
+        drop(files);
+        if h.policy.dir_sync || self.policy.resolve(&rel).dir_sync {
+            platform::sync_parent_dir(&to)?;
+            if from.parent() != to.parent() {
+                platform::sync_parent_dir(&from)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_basic_info(
+        &self,
+        h: &Handle,
+        file_attributes: u32,
+        creation_time: u64,
+        last_access_time: u64,
+        last_write_time: u64,
+        last_change_time: u64,
+        file_info: &mut FileInfo,
+    ) -> Result<()> {
+        let attributes = if file_attributes == INVALID_FILE_ATTRIBUTES {
+            0
+        } else {
+            file_attributes
+        };
+        platform::set_basic_info(
+            &h.file,
+            attributes,
+            creation_time,
+            last_access_time,
+            last_write_time,
+            last_change_time,
+        )?;
+        info_of(h, file_info)?;
+        Ok(())
+    }
+
+    fn set_delete(&self, h: &Handle, _file_name: &U16CStr, delete_file: bool) -> Result<()> {
+        if delete_file && h.dir {
+            let mut entries = std::fs::read_dir(h.state.path())?;
+            if entries.any(|e| {
+                e.is_ok_and(|e| !e.file_name().as_encoded_bytes().starts_with(HIDDEN_PREFIX))
+            }) {
+                return Err(win32(ERROR_DIR_NOT_EMPTY));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_file_size(
+        &self,
+        h: &Handle,
+        new_size: u64,
+        set_allocation_size: bool,
+        file_info: &mut FileInfo,
+    ) -> Result<()> {
+        // A size change of an atomic file happens in its stage; an
+        // allocation change needs none.
+        let file = if h.policy.write == WriteStrategy::Atomic && h.writable && !set_allocation_size
+        {
+            self.stage(h, new_size > 0)?
+        } else {
+            h.io_file()
+        };
+        if set_allocation_size {
+            platform::set_allocation(&file, new_size)?;
+            h.state.reserved.store(new_size, Ordering::Release);
+        } else {
+            file.set_len(new_size)?;
+            h.state.dirty.store(true, Ordering::Release);
+        }
+        info_of(h, file_info)?;
+        Ok(())
+    }
+
+    fn read(&self, h: &Handle, buffer: &mut [u8], offset: u64) -> Result<u32> {
+        let n = h.io_file().seek_read(buffer, offset)?;
+        if n == 0 && !buffer.is_empty() {
+            return Err(FspError::NTSTATUS(STATUS_END_OF_FILE));
+        }
+        Ok(n as u32)
+    }
+
+    fn write(
+        &self,
+        h: &Handle,
+        buffer: &[u8],
+        offset: u64,
+        write_to_eof: bool,
+        constrained_io: bool,
+        file_info: &mut FileInfo,
+    ) -> Result<u32> {
+        let staged = h.policy.write == WriteStrategy::Atomic && h.writable;
+        let file = if staged {
+            self.stage(h, true)?
+        } else {
+            h.io_file()
+        };
+        let size = file.metadata()?.len();
+        let offset = if write_to_eof { size } else { offset };
+        let mut data = buffer;
+        if constrained_io {
+            // Paging IO never extends the file.
+            if offset >= size {
+                info_of(h, file_info)?;
+                return Ok(0);
+            }
+            data = &data[..data.len().min((size - offset) as usize)];
+        }
+        let end = offset + data.len() as u64;
+        if let Some(to) = plan::reserve_to(&h.policy, end, h.state.reserved.load(Ordering::Acquire))
+        {
+            if platform::preallocate(&file, 0, to).unwrap_or(false) {
+                h.state.reserved.store(to, Ordering::Release);
+            }
+        }
+        match (&h.direct, staged) {
+            (Some(d), false) => d.write_at(data, offset)?,
+            _ => {
+                let mut done = 0;
+                while done < data.len() {
+                    done += file.seek_write(&data[done..], offset + done as u64)?;
+                }
+            }
+        }
+        h.state.dirty.store(true, Ordering::Release);
+        match plan::after_write(&h.policy, staged) {
+            AfterWrite::Sync(kind) => h.state.sync(&file, kind)?,
+            AfterWrite::Schedule(every, kind) => {
+                let mut due = h.state.due.lock().expect("due poisoned");
+                if due.is_none() {
+                    *due = Some((Instant::now() + every, kind));
+                    self.flusher.1.notify_one();
+                }
+            }
+            AfterWrite::Nothing => {}
+        }
+        info_of(h, file_info)?;
+        Ok(data.len() as u32)
+    }
+
+    fn get_volume_info(&self, out_volume_info: &mut VolumeInfo) -> Result<()> {
+        let (total, free) = platform::disk_space(&self.root)?;
+        out_volume_info.total_size = total;
+        out_volume_info.free_size = free;
+        out_volume_info.set_volume_label("durafs");
+        Ok(())
+    }
+
+    fn dispatcher_stopped(&self, _normally: bool) {
+        *self.flusher.0.lock().expect("flusher poisoned") = true;
+        self.flusher.1.notify_all();
+    }
+}
+
+/// A running durafs volume.
+pub struct Mounted {
+    host: FileSystemHost<Volume>,
+    fs: Arc<WinFs>,
+}
+
+impl Mounted {
+    /// Stops the dispatcher, unmounts, then commits every stage still
+    /// pending and does every pending interval sync (errors are logged).
+    pub fn unmount(mut self) {
+        self.host.stop();
+        self.host.unmount();
+        self.fs.shutdown();
+    }
+}
+
+impl WinFs {
+    fn shutdown(&self) {
+        let states: Vec<_> = {
+            let files = self.files.lock().expect("files poisoned");
+            files.values().filter_map(Weak::upgrade).collect()
+        };
+        for s in states {
+            let due = s.due.lock().expect("due poisoned").take();
+            let res = match (s.stage_file().is_some(), due) {
+                (true, _) => s.commit(),
+                (false, Some((_, kind))) => {
+                    platform::open_path(&s.path(), FILE_WRITE_DATA, false, 0)
+                        .and_then(|f| s.sync(&f, kind))
+                }
+                (false, None) => Ok(()),
+            };
+            if let Err(e) = res {
+                tracing::error!("at unmount, {}: {e}", s.path().display());
+            }
+        }
+        *self.flusher.0.lock().expect("flusher poisoned") = true;
+        self.flusher.1.notify_all();
+    }
+}
+
+/// Mounts `backing` at `mountpoint` (a drive letter such as `X:` or an
+/// empty directory's path) under `policy`.
+pub fn mount(backing: &Path, mountpoint: &str, policy: Policy) -> io::Result<Mounted> {
+    let backing = std::fs::canonicalize(backing)?;
+    if !backing.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", backing.display()),
+        ));
+    }
+    ::winfsp::winfsp_init().map_err(|e| {
+        io::Error::other(format!(
+            "WinFsp is not installed or cannot be loaded ({e:?}): install it from https://winfsp.dev"
+        ))
+    })?;
+    let mut params = VolumeParams::new();
+    params
+        .sector_size(4096)
+        .sectors_per_allocation_unit(1)
+        .max_component_length(255)
+        .file_info_timeout(1000)
+        .case_sensitive_search(false)
+        .case_preserved_names(true)
+        .unicode_on_disk(true)
+        .persistent_acls(true)
+        // Every cleanup is seen: the last one of a file's writable opens
+        // commits, syncs, releases preallocation.
+        .post_cleanup_when_modified_only(false)
+        .flush_and_purge_on_cleanup(true)
+        .filesystem_name("durafs");
+    let fs = WinFs::new(backing, policy);
+    let volume = Volume(fs.clone());
+    let mut host =
+        FileSystemHost::new_with_options(FileSystemParams::default_params(params), volume)
+            .map_err(|e| io::Error::other(format!("creating the WinFsp volume: {e:?}")))?;
+    host.mount(mountpoint)
+        .map_err(|e| io::Error::other(format!("mounting at {mountpoint}: {e:?}")))?;
+    host.start()
+        .map_err(|e| io::Error::other(format!("starting the WinFsp dispatcher: {e:?}")))?;
+    Ok(Mounted { host, fs })
+}

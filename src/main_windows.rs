@@ -1,0 +1,102 @@
+//! `durafs` on Windows: `mount` (a WinFsp volume, in the foreground until
+//! Ctrl-C), `check` and `explain`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use durafs::policy::Policy;
+
+/// durafs: a directory shown as a volume whose writes are made durable as a
+/// TOML policy says.
+#[derive(Parser)]
+#[command(name = "durafs", version)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show BACKING at MOUNTPOINT (a drive letter such as X: or a path
+    /// that does not exist yet) until Ctrl-C.
+    Mount {
+        /// the policy (TOML); the built-in default when omitted
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// the directory to show
+        backing: PathBuf,
+        /// where to show it
+        mountpoint: String,
+    },
+    /// Validate a policy and print its resolved rule table.
+    Check {
+        /// the policy file
+        policy: PathBuf,
+    },
+    /// Say which rule each path gets and what it will do.
+    Explain {
+        /// the policy (TOML); the built-in default when omitted
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// paths relative to the mount's root, '/'-separated
+        paths: Vec<String>,
+    },
+}
+
+fn load(policy: Option<&std::path::Path>) -> Result<Policy, String> {
+    match policy {
+        None => Ok(Policy::builtin()),
+        Some(p) => {
+            let (policy, warnings) = Policy::load(p).map_err(|e| e.to_string())?;
+            for w in warnings {
+                eprintln!("{w}");
+            }
+            Ok(policy)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    match args.cmd {
+        Cmd::Check { policy } => {
+            print!(
+                "{}",
+                durafs::cli::check(&policy).map_err(|e| e.to_string())?
+            );
+        }
+        Cmd::Explain { policy, paths } => {
+            let policy = load(policy.as_deref())?;
+            print!("{}", durafs::cli::explain(&policy, &paths, false));
+        }
+        Cmd::Mount {
+            policy,
+            backing,
+            mountpoint,
+        } => {
+            let policy = load(policy.as_deref())?;
+            durafs::platform::catch_console_stop().map_err(|e| e.to_string())?;
+            let mounted = durafs::frontend::winfsp::mount(&backing, &mountpoint, policy)
+                .map_err(|e| format!("cannot mount {} at {mountpoint}: {e}", backing.display()))?;
+            eprintln!(
+                "durafs: {} is at {mountpoint}; Ctrl-C unmounts",
+                backing.display()
+            );
+            while !durafs::platform::console_stopped() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            mounted.unmount();
+        }
+    }
+    Ok(())
+}
+
+pub fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("durafs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
