@@ -1,7 +1,7 @@
 //! The command line and the daemon's life: clear errors on bad input with
 //! nothing touched, a background mount that returns when ready, clean
 //! unmounts on signal, busy and dead mounts.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

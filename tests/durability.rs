@@ -4,7 +4,7 @@
 //! after it. Each claim is also shown failing without the policy (the same
 //! workload under a passthrough policy loses data), so the tests can fail.
 //! Sync counts come from the daemon's own counters (`durafs status`).
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

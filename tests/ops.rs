@@ -4,7 +4,7 @@
 //! umount(8) unmounts; mount.fuse3's own invocation works; systemd hears
 //! READY=1 and STOPPING=1; a backgrounded daemon logs to syslog, as JSON
 //! when asked; `--version` reports what the kernel negotiated.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

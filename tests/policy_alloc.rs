@@ -1,7 +1,6 @@
 //! `Policy::resolve` allocates nothing per call: a counting global
 //! allocator watches a warm loop of resolutions over a policy whose globs
 //! take every matching strategy (extension, literal, prefix, suffix, regex).
-#![cfg(target_os = "linux")]
 
 use durafs::platform::alloc::{CountingAlloc, count_allocations};
 use durafs::policy::Policy;

@@ -2,7 +2,7 @@
 //! when it is opened (observable in `durafs status`), and agrees with
 //! `durafs explain`; reloads by command and by SIGHUP, good and bad;
 //! `durafs check` on every shipped policy; a bad policy refuses the mount.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! calls on a plain directory of the backing filesystem: each scenario runs
 //! twice, once natively and once through durafs, and the transcripts of
 //! results and errnos must be identical.
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 
@@ -168,21 +168,27 @@ fn rename_edge_cases() {
         fs::write(r.join("q"), b"q").unwrap();
         log.rec(
             "noreplace",
-            platform::rename_at(d.as_fd(), c"p", d.as_fd(), c"q", libc::RENAME_NOREPLACE),
+            platform::rename_at(d.as_fd(), c"p", d.as_fd(), c"q", platform::RENAME_NOREPLACE),
         );
         log.rec(
             "exchange",
-            platform::rename_at(d.as_fd(), c"p", d.as_fd(), c"q", libc::RENAME_EXCHANGE),
+            platform::rename_at(d.as_fd(), c"p", d.as_fd(), c"q", platform::RENAME_EXCHANGE),
         );
         log.rec("p after exchange", fs::read(r.join("p")));
         log.rec("q after exchange", fs::read(r.join("q")));
         log.rec(
             "exchange with missing",
-            platform::rename_at(d.as_fd(), c"p", d.as_fd(), c"zz", libc::RENAME_EXCHANGE),
+            platform::rename_at(d.as_fd(), c"p", d.as_fd(), c"zz", platform::RENAME_EXCHANGE),
         );
         log.rec(
             "noreplace to new name",
-            platform::rename_at(d.as_fd(), c"p", d.as_fd(), c"p2", libc::RENAME_NOREPLACE),
+            platform::rename_at(
+                d.as_fd(),
+                c"p",
+                d.as_fd(),
+                c"p2",
+                platform::RENAME_NOREPLACE,
+            ),
         );
     });
 }
@@ -357,12 +363,12 @@ fn special_files() {
         let d = dir_fd(r);
         log.rec(
             "mkfifo",
-            platform::mknod_at(d.as_fd(), c"fifo", libc::S_IFIFO | 0o640, 0),
+            platform::mknod_at(d.as_fd(), c"fifo", platform::file_type::S_IFIFO | 0o640, 0),
         );
         log.rec(
             "fifo type",
             fs::symlink_metadata(r.join("fifo"))
-                .map(|m| (m.mode() & libc::S_IFMT, m.mode() & 0o777)),
+                .map(|m| (m.mode() & platform::file_type::S_IFMT, m.mode() & 0o777)),
         );
         log.rec(
             "socket",
@@ -370,24 +376,24 @@ fn special_files() {
         );
         log.rec(
             "socket type",
-            fs::symlink_metadata(r.join("sock")).map(|m| m.mode() & libc::S_IFMT),
+            fs::symlink_metadata(r.join("sock")).map(|m| m.mode() & platform::file_type::S_IFMT),
         );
         log.rec(
             "mknod reg",
-            platform::mknod_at(d.as_fd(), c"reg", libc::S_IFREG | 0o600, 0),
+            platform::mknod_at(d.as_fd(), c"reg", platform::file_type::S_IFREG | 0o600, 0),
         );
         log.rec(
             "chardev",
             platform::mknod_at(
                 d.as_fd(),
                 c"null",
-                libc::S_IFCHR | 0o666,
-                libc::makedev(1, 3),
+                platform::file_type::S_IFCHR | 0o666,
+                null_dev(),
             ),
         );
         log.rec(
             "chardev rdev",
-            fs::symlink_metadata(r.join("null")).map(|m| m.rdev() == libc::makedev(1, 3)),
+            fs::symlink_metadata(r.join("null")).map(|m| m.rdev() == null_dev()),
         );
     });
 }
@@ -507,7 +513,7 @@ fn fallocate_seek_data_and_copy_range() {
             "punch",
             platform::fallocate(
                 f.as_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                platform::FALLOC_FL_PUNCH_HOLE | platform::FALLOC_FL_KEEP_SIZE,
                 256 << 10,
                 256 << 10,
             ),
@@ -523,7 +529,7 @@ fn fallocate_seek_data_and_copy_range() {
         );
         log.rec(
             "keep size grows blocks",
-            platform::fallocate(f.as_fd(), libc::FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20),
+            platform::fallocate(f.as_fd(), platform::FALLOC_FL_KEEP_SIZE, 1 << 20, 1 << 20),
         );
         log.rec("size kept", f.metadata().map(|m| m.len()));
         let g = OpenOptions::new()
@@ -771,4 +777,10 @@ fn read_only_truncating_open_of_a_running_program_is_etxtbsy() {
     child.wait().unwrap();
     drop(trunc().unwrap());
     assert_eq!(fs::metadata(m.b("prog")).unwrap().len(), 0);
+}
+
+/// /dev/null's device number (dev_t is u64 on Linux, i32 on macOS).
+#[allow(clippy::unnecessary_cast)]
+fn null_dev() -> u64 {
+    libc::makedev(1, 3) as u64
 }

@@ -2,7 +2,7 @@
 //! reads, renames and fsyncs through a mount, checked byte for byte against
 //! an in-memory model, both through the mount and on the backing store.
 //! Bounded: a fixed number of operations per thread (well under a minute).
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

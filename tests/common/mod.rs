@@ -3,8 +3,10 @@
 //! `Mount::new()` makes a temp backing dir and mount point, starts the real
 //! `durafs` binary in the foreground, and returns only when the daemon says
 //! the mount is ready. Drop unmounts, waits for the daemon (killing it if it
-//! hangs) and never leaves a stale mount behind. A missing /dev/fuse fails
-//! the test loudly: these tests never skip.
+//! hangs) and never leaves a stale mount behind. A missing /dev/fuse (or
+//! macFUSE) fails the test loudly: these tests never skip. On macOS the
+//! helper finds mounts with mount(8) and force-unmounts with `umount -f`;
+//! the tests compile there (CI type-checks them) but have not been run.
 
 #![allow(dead_code)]
 
@@ -29,6 +31,7 @@ pub struct Mount {
 }
 
 /// The filesystem type mounted at `p` (e.g. `fuse.durafs`), if any.
+#[cfg(target_os = "linux")]
 pub fn mount_type(p: &Path) -> Option<String> {
     let want = p.to_string_lossy().replace(' ', "\\040");
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -39,6 +42,39 @@ pub fn mount_type(p: &Path) -> Option<String> {
         .and_then(|rest| rest.split(' ').next())
         .map(str::to_string)
 }
+
+/// The filesystem type mounted at `p` (`macfuse` for a durafs mount), if
+/// any: from mount(8)'s "SOURCE on PATH (TYPE, OPTIONS)" lines.
+#[cfg(target_os = "macos")]
+pub fn mount_type(p: &Path) -> Option<String> {
+    let out = Command::new("mount").output().ok()?;
+    let want = format!(" on {} (", p.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.split_once(want.as_str())
+                .map(|(_, rest)| rest.to_string())
+        })
+        .and_then(|rest| rest.split([',', ')']).next().map(str::to_string))
+}
+
+/// Where the OS's FUSE lives, and what to do when it is missing.
+#[cfg(target_os = "linux")]
+const FUSE: (&str, &str) = (
+    "/dev/fuse",
+    "/dev/fuse is missing: these tests mount a real FUSE filesystem (run as root with the fuse module loaded)",
+);
+#[cfg(target_os = "macos")]
+const FUSE: (&str, &str) = (
+    "/Library/Filesystems/macfuse.fs",
+    "macFUSE is missing: these tests mount a real filesystem (brew install --cask macfuse, then allow its system extension)",
+);
+
+/// Forces an unmount of a mount whose daemon is gone.
+#[cfg(target_os = "linux")]
+const FORCE_UMOUNT: &str = "-l";
+#[cfg(target_os = "macos")]
+const FORCE_UMOUNT: &str = "-f";
 
 fn is_mounted(p: &Path) -> bool {
     mount_type(p).is_some()
@@ -97,10 +133,7 @@ impl Mount {
 
     /// A mount with extra `durafs mount` arguments (`--policy FILE`, `-o X`).
     pub fn with_args(args: &[&str]) -> Self {
-        assert!(
-            Path::new("/dev/fuse").exists(),
-            "/dev/fuse is missing: these tests mount a real FUSE filesystem (run as root with the fuse module loaded)"
-        );
+        assert!(Path::new(FUSE.0).exists(), "{}", FUSE.1);
         let dir = tempfile::Builder::new()
             .prefix("durafs-test")
             .tempdir_in(test_root())
@@ -201,7 +234,10 @@ impl Drop for Mount {
             let _ = c.wait();
         }
         if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            let _ = Command::new("umount")
+                .arg(FORCE_UMOUNT)
+                .arg(&self.mnt)
+                .status();
         }
     }
 }
