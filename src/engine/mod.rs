@@ -29,10 +29,12 @@
 //! [`GroupCommit`] and [`SyncKind`]. The engine over file descriptors
 //! (`posix.rs`: writers, stages, flusher, crash simulator, faults) serves
 //! the FUSE and macFUSE frontends; the WinFsp frontend drives the same
-//! `plan` and `GroupCommit` over Windows handles.
+//! `plan` and `GroupCommit` over Windows handles, through [`by_path`] (the
+//! per-file state of a frontend that names files by path).
 
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 mod active;
+pub mod by_path;
 mod commit;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod crash;

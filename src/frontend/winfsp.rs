@@ -4,10 +4,11 @@
 //!
 //! WinFsp calls name files by path (`\dir\file`); durafs keeps the backing
 //! file's handle per open and, per backing file (volume serial, file
-//! index), the state its policy needs: the atomic stage, the group commit,
-//! the preallocated end, the pending interval sync. What each event leads
-//! to comes from [`crate::engine::plan`], as for the POSIX engine; the
-//! system calls are [`crate::platform`]'s for Windows.
+//! index), the engine's by-path state ([`crate::engine::by_path`], tested
+//! on Linux): the atomic stage, the group commit, the preallocated end, the
+//! pending interval sync. What each event leads to comes from
+//! [`crate::engine::plan`], as for the POSIX engine; the system calls are
+//! [`crate::platform`]'s for Windows (`WinOs` here).
 //!
 //! - `direct`: writes go through a second handle opened
 //!   FILE_FLAG_NO_BUFFERING | FILE_FLAG_WRITE_THROUGH, sector-aligned
@@ -38,7 +39,7 @@ use std::io;
 use std::os::windows::ffi::OsStringExt;
 use std::os::windows::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -57,8 +58,9 @@ use windows_sys::Win32::Storage::FileSystem::{
     INVALID_FILE_ATTRIBUTES, READ_CONTROL,
 };
 
-use crate::engine::plan::{self, AfterWrite, AppSync, AtClose};
-use crate::engine::{GroupCommit, HIDDEN_PREFIX, SyncKind};
+use crate::engine::by_path::{PathFile, PathOs};
+use crate::engine::plan::{self, AfterWrite};
+use crate::engine::{HIDDEN_PREFIX, SyncKind};
 use crate::platform::{self, DurableFile, HandleInfo};
 use crate::policy::{FilePolicy, Policy, WriteStrategy};
 
@@ -77,81 +79,59 @@ fn not_found() -> FspError {
     FspError::NTSTATUS(STATUS_OBJECT_NAME_NOT_FOUND)
 }
 
-/// An atomic stage: the hidden file the writes go to until the commit.
-struct Stage {
-    file: Arc<File>,
-    path: PathBuf,
-}
+/// The Windows file operations of the by-path engine.
+pub struct WinOs;
 
-/// What durafs keeps per backing file while it is open.
-struct FileState {
-    /// the policy of the open that opened it first
-    policy: FilePolicy,
-    /// the backing path (kept current across renames through the volume)
-    path: Mutex<PathBuf>,
-    stage: Mutex<Option<Stage>>,
-    /// the file at the path since this file's last atomic commit (the
-    /// handle every open of it reads and syncs through from then on)
-    current: Mutex<Option<Arc<File>>>,
-    commit: GroupCommit,
-    /// writable opens not yet cleaned up
-    writers: AtomicUsize,
-    /// how far an `append` file is preallocated
-    reserved: AtomicU64,
-    /// written since the last sync
-    dirty: AtomicBool,
-    /// when the pending interval sync is due
-    due: Mutex<Option<(Instant, SyncKind)>>,
-}
+impl PathOs for WinOs {
+    type File = File;
 
-impl FileState {
-    fn path(&self) -> PathBuf {
-        self.path.lock().expect("path poisoned").clone()
-    }
-
-    fn stage_file(&self) -> Option<Arc<File>> {
-        let st = self.stage.lock().expect("stage poisoned");
-        st.as_ref().map(|s| s.file.clone())
-    }
-
-    /// Syncs `file` (the file's handle, or its stage) by `kind`, shared
-    /// with concurrent callers.
-    fn sync(&self, file: &File, kind: SyncKind) -> io::Result<()> {
-        self.dirty.store(false, Ordering::Release);
-        self.commit.sync(|| sync_file(file, kind)).0
-    }
-
-    /// Syncs the stage, renames it over the target, flushes the directory.
-    fn commit(&self) -> io::Result<()> {
-        let Some(stage) = self.stage.lock().expect("stage poisoned").take() else {
-            return Ok(());
-        };
-        let target = self.path();
-        let res = sync_file(&stage.file, plan::own_sync(&self.policy))
-            .and_then(|()| platform::rename_path(&stage.path, &target, true))
-            .and_then(|()| platform::sync_parent_dir(&target));
-        match res {
-            Ok(()) => *self.current.lock().expect("current poisoned") = Some(stage.file),
-            // The target keeps its old contents; the stage goes.
-            Err(_) => {
-                let _ = std::fs::remove_file(&stage.path);
-            }
-        }
-        self.dirty.store(false, Ordering::Release);
-        res
-    }
-
-    /// The app's sync (a flush of this file or of the volume): what the
-    /// policy makes of it.
-    fn app_sync(&self, policy: &FilePolicy, own: &File) -> io::Result<()> {
-        let staged = policy.write == WriteStrategy::Atomic && self.stage_file().is_some();
-        match plan::app_sync(policy, staged, true) {
-            AppSync::Commit => self.commit(),
-            AppSync::Drop => Ok(()),
-            AppSync::Sync(kind) => self.sync(own, kind),
+    fn sync(file: &File, kind: SyncKind) -> io::Result<()> {
+        match kind {
+            SyncKind::Data => platform::sync_data(file),
+            SyncKind::Full => platform::sync_full(file),
+            SyncKind::Barrier => platform::sync_barrier(file),
         }
     }
+
+    fn create_new(path: &Path) -> io::Result<File> {
+        platform::open_path(path, GENERIC_ALL, true, FILE_ATTRIBUTE_NORMAL)
+    }
+
+    fn open_read(path: &Path) -> io::Result<File> {
+        platform::open_path(path, GENERIC_READ, false, 0)
+    }
+
+    fn open_write(path: &Path) -> io::Result<File> {
+        platform::open_path(path, FILE_WRITE_DATA, false, 0)
+    }
+
+    fn copy(src: &File, dst: &File) -> io::Result<()> {
+        platform::copy(src, dst).map(drop)
+    }
+
+    fn replace(from: &Path, to: &Path) -> io::Result<()> {
+        platform::rename_path(from, to, true)
+    }
+
+    fn sync_parent_dir(path: &Path) -> io::Result<()> {
+        platform::sync_parent_dir(path)
+    }
+
+    fn remove(path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn size(file: &File) -> io::Result<u64> {
+        Ok(file.metadata()?.len())
+    }
+
+    fn set_allocation(file: &File, size: u64) -> io::Result<()> {
+        platform::set_allocation(file, size)
+    }
 }
+
+/// What the engine keeps per backing file while it is open.
+type FileState = PathFile<WinOs>;
 
 /// One open (WinFsp's file context).
 pub struct Handle {
@@ -165,18 +145,9 @@ pub struct Handle {
 }
 
 impl Handle {
-    fn staged(&self) -> bool {
-        self.policy.write == WriteStrategy::Atomic && self.state.stage_file().is_some()
-    }
-
-    /// The file reads, writes and syncs of this open go to: the stage while
-    /// there is one, else the file an atomic commit put at the path, else
-    /// the file it opened.
+    /// The file this open's reads, writes and syncs go to.
     fn io_file(&self) -> Arc<File> {
-        self.state.stage_file().unwrap_or_else(|| {
-            let current = self.state.current.lock().expect("current poisoned");
-            current.clone().unwrap_or_else(|| self.file.clone())
-        })
+        self.state.data_file(&self.file)
     }
 }
 
@@ -231,17 +202,8 @@ impl WinFs {
         if let Some(s) = files.get(&key).and_then(Weak::upgrade) {
             return Ok(s);
         }
-        let s = Arc::new(FileState {
-            policy: policy.clone(),
-            path: Mutex::new(path.to_path_buf()),
-            stage: Mutex::new(None),
-            current: Mutex::new(None),
-            commit: GroupCommit::default(),
-            writers: AtomicUsize::new(0),
-            reserved: AtomicU64::new(info.allocation_size.max(info.file_size)),
-            dirty: AtomicBool::new(false),
-            due: Mutex::new(None),
-        });
+        let reserved = info.allocation_size.max(info.file_size);
+        let s = Arc::new(FileState::new(policy.clone(), path.to_path_buf(), reserved));
         files.retain(|_, w| w.strong_count() > 0);
         files.insert(key, Arc::downgrade(&s));
         Ok(s)
@@ -255,7 +217,7 @@ impl WinFs {
         let state = self.state_of(&file, path, &policy)?;
         let mut direct = None;
         if writable {
-            state.writers.fetch_add(1, Ordering::AcqRel);
+            state.open_writer();
             if policy.write == WriteStrategy::Direct {
                 direct = Some(DurableFile::from_file(file.try_clone()?, true));
             }
@@ -277,58 +239,16 @@ impl WinFs {
         })
     }
 
-    /// The file's stage, made (seeded with the target's contents if
-    /// `seed`) when there is none.
+    /// The file's stage, made (seeded with its contents if `seed`) when
+    /// there is none.
     fn stage(&self, h: &Handle, seed: bool) -> io::Result<Arc<File>> {
-        let mut st = h.state.stage.lock().expect("stage poisoned");
-        if let Some(s) = &*st {
-            return Ok(s.file.clone());
-        }
-        let target = h.state.path();
         let name = format!(
             "{}stage-{}-{}",
             String::from_utf8_lossy(HIDDEN_PREFIX),
             std::process::id(),
             self.stage_seq.fetch_add(1, Ordering::Relaxed)
         );
-        let path = target.with_file_name(name);
-        let file = platform::open_path(&path, GENERIC_ALL, true, FILE_ATTRIBUTE_NORMAL)?;
-        if seed {
-            // The open may be write-only: the contents are read through a
-            // handle of durafs' own.
-            let src = platform::open_path(&target, GENERIC_READ, false, 0)?;
-            platform::copy(&src, &file)?;
-        }
-        let file = Arc::new(file);
-        *st = Some(Stage {
-            file: file.clone(),
-            path,
-        });
-        Ok(file)
-    }
-
-    /// The last cleanup of a writable open: commit, on-close sync, a
-    /// pending interval sync done now (nothing would be left to do it once
-    /// the file's state goes), release an append file's unused
-    /// preallocation.
-    fn last_close(&self, h: &Handle) -> io::Result<()> {
-        let file = h.io_file();
-        if h.policy.write == WriteStrategy::Append {
-            let size = file.metadata()?.len();
-            if h.state.reserved.swap(size, Ordering::AcqRel) > size {
-                platform::set_allocation(&file, size)?;
-            }
-        }
-        let due = h.state.due.lock().expect("due poisoned").take();
-        if let Some((_, kind)) = due {
-            h.state.sync(&file, kind)?;
-        }
-        let dirty = h.state.dirty.load(Ordering::Acquire);
-        match plan::at_close(&h.policy, h.staged(), dirty) {
-            AtClose::Commit => h.state.commit(),
-            AtClose::Sync(kind) => h.state.sync(&file, kind),
-            AtClose::Nothing => Ok(()),
-        }
+        h.state.stage(&name, seed)
     }
 
     fn dir_sync(&self, h_policy: &FilePolicy, path: &Path) -> io::Result<()> {
@@ -341,21 +261,21 @@ impl WinFs {
     /// Every open file's state with a pending interval sync due by `now`,
     /// and when the next one is due.
     fn due(&self, now: Instant) -> (Vec<(Arc<FileState>, SyncKind)>, Option<Instant>) {
-        let files = self.files.lock().expect("files poisoned");
         let mut ready = Vec::new();
         let mut next: Option<Instant> = None;
-        for s in files.values().filter_map(Weak::upgrade) {
-            let mut due = s.due.lock().expect("due poisoned");
-            match *due {
-                Some((at, kind)) if at <= now => {
-                    *due = None;
-                    ready.push((s.clone(), kind));
-                }
-                Some((at, _)) => next = Some(next.map_or(at, |n| n.min(at))),
-                None => {}
+        for s in self.all_files() {
+            match s.take_due(now) {
+                Ok(kind) => ready.push((s, kind)),
+                Err(Some(at)) => next = Some(next.map_or(at, |n| n.min(at))),
+                Err(None) => {}
             }
         }
         (ready, next)
+    }
+
+    fn all_files(&self) -> Vec<Arc<FileState>> {
+        let files = self.files.lock().expect("files poisoned");
+        files.values().filter_map(Weak::upgrade).collect()
     }
 }
 
@@ -364,25 +284,15 @@ const GENERIC_ALL: u32 = 0x1000_0000;
 /// Read access, for seeding a stage.
 const GENERIC_READ: u32 = 0x8000_0000;
 
-fn sync_file(file: &File, kind: SyncKind) -> io::Result<()> {
-    match kind {
-        SyncKind::Data => platform::sync_data(file),
-        SyncKind::Full => platform::sync_full(file),
-        SyncKind::Barrier => platform::sync_barrier(file),
-    }
-}
-
 /// The interval flusher: syncs each file whose pending sync is due.
 fn flusher(fs: Weak<WinFs>) {
     loop {
         let Some(me) = fs.upgrade() else { return };
         let (ready, next) = me.due(Instant::now());
         for (state, kind) in ready {
-            let file = state.stage_file().or_else(|| {
-                platform::open_path(&state.path(), FILE_WRITE_DATA, false, 0)
-                    .ok()
-                    .map(Arc::new)
-            });
+            let file = state
+                .stage_file()
+                .or_else(|| WinOs::open_write(&state.path()).ok().map(Arc::new));
             if let Some(Err(e)) = file.map(|f| state.sync(&f, kind)) {
                 tracing::error!("interval sync of {}: {e}", state.path().display());
             }
@@ -527,9 +437,7 @@ impl FileSystemContext for Volume {
         let path = h.state.path();
         if flags & CLEANUP_DELETE != 0 {
             // A deleted file's stage has nothing to commit.
-            if let Some(stage) = h.state.stage.lock().expect("stage poisoned").take() {
-                let _ = std::fs::remove_file(&stage.path);
-            }
+            h.state.discard_stage();
             let res = if h.dir {
                 std::fs::remove_dir(&path)
             } else {
@@ -540,12 +448,12 @@ impl FileSystemContext for Volume {
                 Err(e) => tracing::error!("deleting {}: {e}", path.display()),
             }
         }
-        if h.writable && h.state.writers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Err(e) = self.last_close(h) {
-                // Cleanup cannot fail; the error is logged and, for a
-                // stage, the target keeps its old contents.
-                tracing::error!("closing {}: {e}", path.display());
-            }
+        if h.writable
+            && let Err(e) = h.state.close_writer(&h.policy, &h.io_file())
+        {
+            // Cleanup cannot fail; the error is logged and, for a stage,
+            // the target keeps its old contents.
+            tracing::error!("closing {}: {e}", path.display());
         }
     }
 
@@ -561,16 +469,11 @@ impl FileSystemContext for Volume {
             }
             None => {
                 // A volume flush: every open file's data, as the app asked.
-                let states: Vec<_> = {
-                    let files = self.files.lock().expect("files poisoned");
-                    files.values().filter_map(Weak::upgrade).collect()
-                };
-                for s in states {
-                    if s.writers.load(Ordering::Acquire) == 0 {
-                        continue;
+                for s in self.all_files() {
+                    if s.has_writers() {
+                        let data = s.data_file(&Arc::new(WinOs::open_write(&s.path())?));
+                        s.app_sync(s.policy(), &data)?;
                     }
-                    let own = platform::open_path(&s.path(), FILE_WRITE_DATA, false, 0)?;
-                    s.app_sync(&s.policy, &own)?;
                 }
             }
         }
@@ -604,7 +507,7 @@ impl FileSystemContext for Volume {
             self.stage(h, false)?.set_len(0)?;
         } else {
             h.io_file().set_len(0)?;
-            h.state.dirty.store(true, Ordering::Release);
+            h.state.touched();
         }
         let attributes = if replace_file_attributes {
             file_attributes | FILE_ATTRIBUTE_NORMAL
@@ -659,18 +562,9 @@ impl FileSystemContext for Volume {
             .ok_or_else(|| win32(ERROR_ACCESS_DENIED))?;
         platform::rename_path(&from, &to, replace_if_exists)?;
         // Open files at or under the old name are now under the new one.
-        let files = self.files.lock().expect("files poisoned");
-        for s in files.values().filter_map(Weak::upgrade) {
-            let mut p = s.path.lock().expect("path poisoned");
-            if let Ok(rest) = p.strip_prefix(&from) {
-                *p = if rest.as_os_str().is_empty() {
-                    to.clone()
-                } else {
-                    to.join(rest)
-                };
-            }
+        for s in self.all_files() {
+            s.renamed(&from, &to);
         }
-        drop(files);
         if h.policy.dir_sync || self.policy.resolve(&rel).dir_sync {
             platform::sync_parent_dir(&to)?;
             if from.parent() != to.parent() {
@@ -736,10 +630,10 @@ impl FileSystemContext for Volume {
         };
         if set_allocation_size {
             platform::set_allocation(&file, new_size)?;
-            h.state.reserved.store(new_size, Ordering::Release);
+            h.state.reserved(new_size);
         } else {
             file.set_len(new_size)?;
-            h.state.dirty.store(true, Ordering::Release);
+            h.state.touched();
         }
         info_of(h, file_info)?;
         Ok(())
@@ -780,11 +674,10 @@ impl FileSystemContext for Volume {
             data = &data[..data.len().min((size - offset) as usize)];
         }
         let end = offset + data.len() as u64;
-        if let Some(to) = plan::reserve_to(&h.policy, end, h.state.reserved.load(Ordering::Acquire))
+        if let Some(to) = h.state.reserve_to(&h.policy, end)
+            && platform::preallocate(&file, 0, to).unwrap_or(false)
         {
-            if platform::preallocate(&file, 0, to).unwrap_or(false) {
-                h.state.reserved.store(to, Ordering::Release);
-            }
+            h.state.reserved(to);
         }
         match (&h.direct, staged) {
             (Some(d), false) => d.write_at(data, offset)?,
@@ -795,17 +688,12 @@ impl FileSystemContext for Volume {
                 }
             }
         }
-        h.state.dirty.store(true, Ordering::Release);
-        match plan::after_write(&h.policy, staged) {
-            AfterWrite::Sync(kind) => h.state.sync(&file, kind)?,
-            AfterWrite::Schedule(every, kind) => {
-                let mut due = h.state.due.lock().expect("due poisoned");
-                if due.is_none() {
-                    *due = Some((Instant::now() + every, kind));
-                    self.flusher.1.notify_one();
-                }
-            }
-            AfterWrite::Nothing => {}
+        h.state.wrote(&h.policy, &file, staged)?;
+        if matches!(
+            plan::after_write(&h.policy, staged),
+            AfterWrite::Schedule(..)
+        ) {
+            self.flusher.1.notify_one();
         }
         info_of(h, file_info)?;
         Ok(data.len() as u32)
@@ -843,21 +731,8 @@ impl Mounted {
 
 impl WinFs {
     fn shutdown(&self) {
-        let states: Vec<_> = {
-            let files = self.files.lock().expect("files poisoned");
-            files.values().filter_map(Weak::upgrade).collect()
-        };
-        for s in states {
-            let due = s.due.lock().expect("due poisoned").take();
-            let res = match (s.stage_file().is_some(), due) {
-                (true, _) => s.commit(),
-                (false, Some((_, kind))) => {
-                    platform::open_path(&s.path(), FILE_WRITE_DATA, false, 0)
-                        .and_then(|f| s.sync(&f, kind))
-                }
-                (false, None) => Ok(()),
-            };
-            if let Err(e) = res {
+        for s in self.all_files() {
+            if let Err(e) = s.shutdown() {
                 tracing::error!("at unmount, {}: {e}", s.path().display());
             }
         }
