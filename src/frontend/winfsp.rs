@@ -510,7 +510,12 @@ impl FileSystemContext for Volume {
             h.state.touched();
         }
         let attributes = if replace_file_attributes {
-            file_attributes | FILE_ATTRIBUTE_NORMAL
+            // NORMAL alone clears every attribute; 0 would change nothing.
+            if file_attributes == 0 {
+                FILE_ATTRIBUTE_NORMAL
+            } else {
+                file_attributes
+            }
         } else {
             let old = platform::handle_info(&h.file)?.attributes;
             old | file_attributes
