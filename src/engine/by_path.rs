@@ -285,10 +285,16 @@ impl<O: PathOs> PathFile<O> {
         }
         let due = self.due.lock().expect("due poisoned").take();
         if let Some((_, kind)) = due {
-            let f = O::open_write(&self.path())?;
-            self.sync(&f, kind)?;
+            self.sync_at_path(kind)?;
         }
         Ok(())
+    }
+
+    /// Syncs the file now at the path by `kind` (an interval sync, which
+    /// no open's handle is at hand for).
+    pub fn sync_at_path(&self, kind: SyncKind) -> io::Result<()> {
+        let f = O::open_write(&self.path())?;
+        self.sync(&f, kind)
     }
 
     /// The policy of the open that opened the file first.

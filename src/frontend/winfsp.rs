@@ -290,10 +290,7 @@ fn flusher(fs: Weak<WinFs>) {
         let Some(me) = fs.upgrade() else { return };
         let (ready, next) = me.due(Instant::now());
         for (state, kind) in ready {
-            let file = state
-                .stage_file()
-                .or_else(|| WinOs::open_write(&state.path()).ok().map(Arc::new));
-            if let Some(Err(e)) = file.map(|f| state.sync(&f, kind)) {
+            if let Err(e) = state.sync_at_path(kind) {
                 tracing::error!("interval sync of {}: {e}", state.path().display());
             }
         }
@@ -339,6 +336,17 @@ fn info_of(h: &Handle, out: &mut FileInfo) -> io::Result<()> {
     Ok(())
 }
 
+/// The file's security descriptor into `buf` (when given); its size, or
+/// STATUS_BUFFER_OVERFLOW when `buf` is too small.
+fn security_into(file: &File, buf: Option<&mut [c_void]>) -> Result<u64> {
+    let given = buf.as_ref().map(|b| b.len());
+    let size = platform::security_descriptor(file, buf)?;
+    if given.is_some_and(|g| g < size) {
+        return Err(FspError::NTSTATUS(STATUS_BUFFER_OVERFLOW));
+    }
+    Ok(size as u64)
+}
+
 fn dir_entry(name: &std::ffi::OsStr, md: &std::fs::Metadata) -> Result<DirInfo> {
     let mut d: DirInfo = DirInfo::new();
     let fi = d.file_info_mut();
@@ -376,14 +384,9 @@ impl FileSystemContext for Volume {
         let (path, _) = self.resolve(file_name).ok_or_else(not_found)?;
         let file = platform::open_path(&path, READ_CONTROL, false, 0)?;
         let attributes = platform::handle_info(&file)?.attributes;
-        let given = security_descriptor.as_ref().map(|b| b.len());
-        let size = platform::security_descriptor(&file, security_descriptor)?;
-        if given.is_some_and(|g| g < size) {
-            return Err(FspError::NTSTATUS(STATUS_BUFFER_OVERFLOW));
-        }
         Ok(FileSecurity {
             reparse: false,
-            sz_security_descriptor: size as u64,
+            sz_security_descriptor: security_into(&file, security_descriptor)?,
             attributes,
         })
     }
@@ -485,12 +488,7 @@ impl FileSystemContext for Volume {
     }
 
     fn get_security(&self, h: &Handle, security_descriptor: Option<&mut [c_void]>) -> Result<u64> {
-        let given = security_descriptor.as_ref().map(|b| b.len());
-        let size = platform::security_descriptor(&h.file, security_descriptor)?;
-        if given.is_some_and(|g| g < size) {
-            return Err(FspError::NTSTATUS(STATUS_BUFFER_OVERFLOW));
-        }
-        Ok(size as u64)
+        security_into(&h.file, security_descriptor)
     }
 
     fn overwrite(

@@ -147,18 +147,7 @@ impl Os for Windows {
 /// physical sector size for atomicity, else the logical one), 512 if it
 /// says nothing usable.
 pub fn sector_size(file: &File) -> usize {
-    // SAFETY: FILE_STORAGE_INFO is plain old data; all-zero is valid.
-    let mut info: FILE_STORAGE_INFO = unsafe { std::mem::zeroed() };
-    // SAFETY: live handle; `info` is valid for writes of its size.
-    let ok = unsafe {
-        GetFileInformationByHandleEx(
-            file.as_raw_handle(),
-            FileStorageInfo,
-            (&mut info as *mut FILE_STORAGE_INFO).cast(),
-            std::mem::size_of::<FILE_STORAGE_INFO>() as u32,
-        )
-    };
-    if ok != 0 {
+    if let Ok(info) = info_class::<FILE_STORAGE_INFO>(file, FileStorageInfo) {
         for n in [
             info.PhysicalBytesPerSectorForAtomicity,
             info.LogicalBytesPerSector,
@@ -282,32 +271,11 @@ pub fn copy(src: &File, dst: &File) -> io::Result<u64> {
 /// (FILE_ALLOCATION_INFO). Never shrinks the allocation.
 pub fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     let want = offset + len;
-    // SAFETY: FILE_STANDARD_INFO is plain old data; all-zero is valid.
-    let mut std_info: FILE_STANDARD_INFO = unsafe { std::mem::zeroed() };
-    // SAFETY: live handle; `std_info` is valid for writes of its size.
-    check(unsafe {
-        GetFileInformationByHandleEx(
-            file.as_raw_handle(),
-            FileStandardInfo,
-            (&mut std_info as *mut FILE_STANDARD_INFO).cast(),
-            std::mem::size_of::<FILE_STANDARD_INFO>() as u32,
-        )
-    })?;
+    let std_info: FILE_STANDARD_INFO = info_class(file, FileStandardInfo)?;
     if want as i64 <= std_info.AllocationSize.max(std_info.EndOfFile) {
         return Ok(true);
     }
-    let info = FILE_ALLOCATION_INFO {
-        AllocationSize: want as i64,
-    };
-    // SAFETY: live handle; `info` is valid for reads of its size.
-    check(unsafe {
-        SetFileInformationByHandle(
-            file.as_raw_handle(),
-            FileAllocationInfo,
-            (&info as *const FILE_ALLOCATION_INFO).cast(),
-            std::mem::size_of::<FILE_ALLOCATION_INFO>() as u32,
-        )
-    })?;
+    set_allocation(file, want)?;
     Ok(true)
 }
 
@@ -362,6 +330,7 @@ pub struct HandleInfo {
     pub links: u32,
 }
 
+/// GetFileInformationByHandleEx of one information class.
 fn info_class<T>(file: &File, class: i32) -> io::Result<T> {
     // SAFETY: only called with the plain-old-data FILE_*_INFO structs, for
     // which all-zero is valid.
@@ -417,13 +386,19 @@ pub fn set_basic_info(
         ChangeTime: change_time as i64,
         FileAttributes: attributes,
     };
+    set_info_class(file, FileBasicInfo, &info)
+}
+
+/// SetFileInformationByHandle of one information class; `info` must be
+/// that class's FILE_*_INFO struct.
+fn set_info_class<T>(file: &File, class: i32, info: &T) -> io::Result<()> {
     // SAFETY: live handle; `info` is valid for reads of its size.
     check(unsafe {
         SetFileInformationByHandle(
             file.as_raw_handle(),
-            FileBasicInfo,
-            (&info as *const FILE_BASIC_INFO).cast(),
-            std::mem::size_of::<FILE_BASIC_INFO>() as u32,
+            class,
+            (info as *const T).cast(),
+            std::mem::size_of::<T>() as u32,
         )
     })
 }
@@ -434,15 +409,7 @@ pub fn set_allocation(file: &File, size: u64) -> io::Result<()> {
     let info = FILE_ALLOCATION_INFO {
         AllocationSize: size as i64,
     };
-    // SAFETY: live handle; `info` is valid for reads of its size.
-    check(unsafe {
-        SetFileInformationByHandle(
-            file.as_raw_handle(),
-            FileAllocationInfo,
-            (&info as *const FILE_ALLOCATION_INFO).cast(),
-            std::mem::size_of::<FILE_ALLOCATION_INFO>() as u32,
-        )
-    })
+    set_info_class(file, FileAllocationInfo, &info)
 }
 
 /// The file's security descriptor (owner, group, DACL; self-relative):
