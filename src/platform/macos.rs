@@ -252,17 +252,7 @@ pub fn rename(
         RenameMode::NoReplace => libc::RENAME_EXCL,
         RenameMode::Exchange => libc::RENAME_SWAP,
     };
-    // SAFETY: valid dir fds and NUL-terminated names.
-    cvt(unsafe {
-        libc::renameatx_np(
-            olddir.as_raw_fd(),
-            old.as_ptr(),
-            newdir.as_raw_fd(),
-            new.as_ptr(),
-            flags,
-        )
-    })
-    .map(drop)
+    super::rename_at(olddir, old, newdir, new, flags)
 }
 
 /// Copies all of `src` into `dst`: a clone where the filesystem shares

@@ -231,9 +231,9 @@ pub fn rename(
     new: &CStr,
     mode: RenameMode,
 ) -> io::Result<()> {
-    let flags = match mode {
-        RenameMode::Replace => MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH,
-        RenameMode::NoReplace => MOVEFILE_WRITE_THROUGH,
+    let replace = match mode {
+        RenameMode::Replace => true,
+        RenameMode::NoReplace => false,
         RenameMode::Exchange => {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -241,14 +241,7 @@ pub fn rename(
             ));
         }
     };
-    move_path(&path_in(olddir, old)?, &path_in(newdir, new)?, flags)
-}
-
-/// MoveFileExW of `from` to `to` with `flags`.
-fn move_path(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
-    let (from, to) = (wide(from), wide(to));
-    // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
-    check(unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), flags) })
+    rename_path(&path_in(olddir, old)?, &path_in(newdir, new)?, replace)
 }
 
 /// Renames `from` to `to` (MoveFileExW, written through), replacing an
@@ -259,7 +252,9 @@ pub fn rename_path(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
     } else {
         MOVEFILE_WRITE_THROUGH
     };
-    move_path(from, to, flags)
+    let (from, to) = (wide(from), wide(to));
+    // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
+    check(unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), flags) })
 }
 
 /// Copies all of `src` into `dst` from offset 0 of each.
