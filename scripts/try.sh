@@ -8,8 +8,10 @@ command -v fusermount3 >/dev/null 2>&1 || bash scripts/setup.sh
 cargo build --release --quiet
 bin=$PWD/target/release/durafs
 demo=${DURAFS_DEMO:-/tmp/durafs-demo}
+# A mount left by an earlier run (even one whose daemon died with the machine)
+# is unmounted first: a dead FUSE mount makes even mkdir fail with ENOTCONN.
+if grep -q " $demo/mnt fuse" /proc/mounts; then "$bin" umount "$demo/mnt"; fi
 mkdir -p "$demo/backing" "$demo/mnt"
-if mountpoint -q "$demo/mnt"; then "$bin" umount "$demo/mnt"; fi
 echo "durafs mount $demo/backing $demo/mnt"
 "$bin" mount "$demo/backing" "$demo/mnt"
 echo "mounted:"
