@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -579,7 +579,6 @@ fn atomic_stage_is_invisible_until_close() {
         .unwrap();
     rw.write_all(b"BRAND").unwrap();
     let mut s = String::new();
-    use std::io::Seek;
     rw.seek(std::io::SeekFrom::Start(0)).unwrap();
     rw.read_to_string(&mut s).unwrap();
     assert_eq!(s, "BRAND new");
@@ -588,6 +587,43 @@ fn atomic_stage_is_invisible_until_close() {
     assert!(
         File::create(m.m(".durafs-stage.mine")).is_err(),
         "a reserved name was created through the mount"
+    );
+}
+
+/// Two writers of one atomic file, the first also held by a child (its
+/// RELEASE waits for the child): the second writer's close(2) commits
+/// before it returns, since both opens have been closed by their opener.
+/// Counting opens at RELEASE, as the engine once did, left the commit to
+/// the child's exit, and a reader right after close saw the old file.
+#[test]
+fn atomic_commits_at_the_last_openers_close_not_at_a_later_release() {
+    let (m, _p) = crash_mount(ATOMIC);
+    fs::write(m.m("cfg"), b"old settings").unwrap();
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.m("cfg"))
+        .unwrap();
+    w.write_all(b"new").unwrap();
+    let mut w2 = OpenOptions::new().write(true).open(m.m("cfg")).unwrap();
+    w2.seek(std::io::SeekFrom::Start(3)).unwrap();
+    w2.write_all(b" settings").unwrap();
+    // The child's stdout is `w`'s open file: it lives until the child ends.
+    let mut child = Command::new("sleep")
+        .arg("3")
+        .stdout(w.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(w);
+    assert_eq!(fs::read(m.m("cfg")).unwrap(), b"old settings");
+    drop(w2);
+    let seen = fs::read(m.m("cfg")).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&seen),
+        "new settings",
+        "close returned before the commit"
     );
 }
 
@@ -628,13 +664,63 @@ fn append_preallocates_ahead_and_trims_at_close() {
         open.blocks()
     );
     drop(f);
-    let closed = fs::metadata(m.b("log")).unwrap();
-    assert_eq!(closed.len(), 16 * 4096);
+    // The tail goes at the kernel's RELEASE, which follows close(2).
+    let start = std::time::Instant::now();
+    let closed = loop {
+        let st = fs::metadata(m.b("log")).unwrap();
+        assert_eq!(st.len(), 16 * 4096);
+        if st.blocks() * 512 < 1 << 20 || start.elapsed() > Duration::from_secs(5) {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert!(
         closed.blocks() * 512 < 1 << 20,
         "tail not released: {} blocks",
         closed.blocks()
     );
+}
+
+/// A child that inherits an append file and closes its copy (at exec)
+/// while the parent keeps appending: the preallocated tail stays, and no
+/// record is cut by a release racing the parent's writes.
+#[test]
+fn a_child_closing_an_inherited_append_file_cuts_nothing() {
+    let (m, _p) = crash_mount("[defaults]\nwrite = \"append\"\npreallocate = \"1MiB\"\n");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(m.m("log"))
+        .unwrap();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Stops the spawning thread however the writing ends (a failed
+    /// assertion included), so the scope can join it.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Each spawn forks this process: the child holds a copy of
+            // `f` until its exec closes it (a FUSE FLUSH from the child).
+            while !stop.load(Ordering::Relaxed) {
+                let _ = Command::new("true").status();
+            }
+        });
+        let _stop = Stop(&stop);
+        for i in 0..2000u32 {
+            f.write_all(format!("{i:07}\n").as_bytes()).unwrap();
+            let len = f.metadata().unwrap().len();
+            assert_eq!(len, u64::from(i + 1) * 8, "size after record {i}");
+        }
+    });
+    drop(f);
+    let text = fs::read_to_string(m.b("log")).unwrap();
+    let want: String = (0..2000u32).map(|i| format!("{i:07}\n")).collect();
+    assert!(text == want, "records lost or cut ({} bytes)", text.len());
 }
 
 /// Under `interval`, opens of passthrough and append files leave their

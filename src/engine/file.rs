@@ -39,6 +39,10 @@ pub struct FileState {
     pub(super) failed: AtomicI32,
     /// writable opens
     pub(super) writers: AtomicUsize,
+    /// writable opens not yet closed: close(2) by the opener (FUSE FLUSH)
+    /// ends one at once, while its RELEASE, asynchronous, may come after
+    /// the next open's close has returned
+    pub(super) unclosed: AtomicUsize,
     /// serialises direct read-modify-writes and append reservations
     pub(super) io_lock: Mutex<()>,
     /// where preallocation reaches (`append`)
@@ -79,6 +83,7 @@ impl FileState {
             commit_full: GroupCommit::default(),
             failed: AtomicI32::new(0),
             writers: AtomicUsize::new(0),
+            unclosed: AtomicUsize::new(0),
             io_lock: Mutex::new(()),
             reserved: AtomicU64::new(size),
             stage: Mutex::new(None),

@@ -199,6 +199,9 @@ pub struct Writer {
     /// the flusher watches the file for this open (its writes may bypass
     /// the daemon)
     watched: bool,
+    /// closed (FUSE FLUSH by its opener) and not written since; counted
+    /// out of the file's `unclosed`
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Writer {
@@ -212,6 +215,21 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
+    /// A write or truncate through an open already closed by its opener
+    /// (a descriptor it dup'ed lives on): the open counts as unclosed again.
+    fn reopen(&self) {
+        if self.closed.load(Ordering::Acquire) && self.closed.swap(false, Ordering::AcqRel) {
+            self.file.unclosed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts the open out of the file's unclosed opens, once.
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.file.unclosed.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     fn atomic(&self) -> bool {
         self.writable
             && self.policy.write == WriteStrategy::Atomic
@@ -398,7 +416,13 @@ impl Engine {
         let stats = self.core.stats.rule(&fp.rule);
         let mut direct = None;
         if is_writable {
-            file.writers.fetch_add(1, Ordering::AcqRel);
+            {
+                // Counted under the lock `trim` holds, so no writable open
+                // appears while it releases an append file's tail.
+                let _l = file.io_lock.lock().expect("file lock poisoned");
+                file.writers.fetch_add(1, Ordering::AcqRel);
+            }
+            file.unclosed.fetch_add(1, Ordering::AcqRel);
             if fp.write == WriteStrategy::Direct {
                 match platform::reopen(fd, libc::O_RDWR) {
                     Ok(rw) => direct = Some(DurableFile::from_fd(rw, true)),
@@ -428,6 +452,7 @@ impl Engine {
             stats,
             opener: if atomic { opener() } else { 0 },
             watched: false,
+            closed: AtomicBool::new(!is_writable),
         };
         if self.watched(&w)
             && let SyncTrigger::Interval(every) = w.policy.sync
@@ -588,6 +613,7 @@ impl Engine {
         data: &[u8],
         offset: u64,
     ) -> io::Result<usize> {
+        w.reopen();
         let file = &w.file;
         let mut data = data;
         let mut torn = false;
@@ -662,22 +688,31 @@ impl Engine {
         }
     }
 
-    /// Releases the preallocated tail past the end of file on the last
-    /// close of an `append` file (a later write preallocates again).
+    /// Releases the preallocated tail past the end of an `append` file
+    /// once no writable open of it is left (a later write preallocates
+    /// again).
+    ///
+    /// A truncation to the size the file has frees the blocks past it
+    /// (ext4, XFS) and never shows another size. It runs under the file's
+    /// lock with no writable open, so no write (through the daemon or
+    /// kernel passthrough) can extend the file between the size read and
+    /// the truncation: done at a close(2) while another descriptor could
+    /// still append (a child's inherited copy closed at exec, a dup), it
+    /// could cut an acknowledged write.
     fn trim(&self, w: &Writer, fd: BorrowedFd<'_>) {
+        let _l = w.file.io_lock.lock().expect("file lock poisoned");
         let reserved = w.file.reserved.load(Ordering::Acquire);
+        if w.file.writers.load(Ordering::Acquire) > 0 || reserved == u64::MAX {
+            return;
+        }
         let Ok(st) = platform::stat_fd(fd) else {
             return;
         };
         let size = st.st_size as u64;
-        if reserved == u64::MAX || reserved <= size {
+        if reserved <= size {
             return;
         }
-        // Shrinking truncation frees every block past the new size,
-        // preallocated ones included; growing by one byte first makes the
-        // truncation a shrink.
-        let r = platform::ftruncate(fd, size + 1).and_then(|()| platform::ftruncate(fd, size));
-        if let Err(e) = r {
+        if let Err(e) = platform::ftruncate(fd, size) {
             tracing::debug!("releasing preallocation: {e}");
         }
         w.file.reserved.store(size, Ordering::Release);
@@ -691,6 +726,7 @@ impl Engine {
         own: BorrowedFd<'_>,
         seed: bool,
     ) -> io::Result<Option<Arc<OwnedFd>>> {
+        w.reopen();
         let file = &w.file;
         let mut st = file.stage.lock().expect("stage poisoned");
         if let Some(s) = &*st {
@@ -876,24 +912,28 @@ impl Engine {
     }
 
     /// close(2) of one descriptor of the open (FUSE FLUSH) by process
-    /// `closer`: commits an atomic stage when this is the file's last
-    /// writable open and the process that opened it closes it (a child
-    /// closing its inherited copy at exec does not commit a half-written
-    /// file; the last release does), syncs under `on-close` if anything
-    /// was written since the last sync.
+    /// `closer`: commits an atomic stage when no writable open of the file
+    /// is left unclosed by its opener (a child closing its inherited copy
+    /// at exec does not commit a half-written file; the last release does),
+    /// syncs under `on-close` if anything was written since the last sync.
+    ///
+    /// Opens count as closed here, at their opener's close(2), not at their
+    /// RELEASE: the kernel sends RELEASE after close(2) has returned, so
+    /// counting there let the last of two writers' close return before the
+    /// commit whenever the first one's RELEASE was still queued.
     pub fn flush(
         &self,
         w: &Writer,
-        own: BorrowedFd<'_>,
+        _own: BorrowedFd<'_>,
         closer: impl FnOnce() -> u32,
     ) -> io::Result<Option<Repoint>> {
         if !w.writable {
             return Ok(None);
         }
-        if w.policy.write == WriteStrategy::Append && w.file.writers.load(Ordering::Acquire) <= 1 {
-            // Released before close returns (RELEASE comes later).
-            self.trim(w, own);
+        if !w.atomic() || closer() == w.opener {
+            w.close();
         }
+        let last = w.file.unclosed.load(Ordering::Acquire) == 0;
         let dirty = || w.dirty.swap(false, Ordering::AcqRel);
         match plan::at_close(
             &w.policy,
@@ -901,7 +941,7 @@ impl Engine {
             w.policy.sync == SyncTrigger::OnClose && dirty(),
         ) {
             plan::AtClose::Commit => {
-                if w.file.writers.load(Ordering::Acquire) <= 1 && closer() == w.opener {
+                if last {
                     return self.commit(w);
                 }
             }
@@ -944,6 +984,7 @@ impl Engine {
         if let (true, SyncTrigger::Interval(every)) = (w.watched, w.policy.sync) {
             self.flusher.unwatch(&self.core, w, every);
         }
+        w.close();
         let left = w.file.writers.fetch_sub(1, Ordering::AcqRel) - 1;
         if left > 0 {
             return None;
