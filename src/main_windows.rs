@@ -1,8 +1,11 @@
 //! `durafs` on Windows: `mount` (a WinFsp volume, in the foreground until
 //! Ctrl-C), `check` and `explain`.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use durafs::policy::Policy;
@@ -24,6 +27,11 @@ enum Cmd {
         /// the policy (TOML); the built-in default when omitted
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// For a supervising process (the test suite's mount helper): say
+        /// `ready` (or `error: ...`) on stdout once mounted, and unmount
+        /// when stdin reaches its end, as at Ctrl-C.
+        #[arg(long, hide = true)]
+        ready_stdout: bool,
         /// the directory to show
         backing: PathBuf,
         /// where to show it
@@ -44,7 +52,7 @@ enum Cmd {
     },
 }
 
-fn load(policy: Option<&std::path::Path>) -> Result<Policy, String> {
+fn load(policy: Option<&Path>) -> Result<Policy, String> {
     match policy {
         None => Ok(Policy::builtin()),
         Some(p) => {
@@ -71,23 +79,51 @@ fn run(args: Args) -> Result<(), String> {
         }
         Cmd::Mount {
             policy,
+            ready_stdout,
             backing,
             mountpoint,
         } => {
-            let policy = load(policy.as_deref())?;
-            durafs::platform::catch_console_stop().map_err(|e| e.to_string())?;
-            let mounted = durafs::frontend::winfsp::mount(&backing, &mountpoint, policy)
-                .map_err(|e| format!("cannot mount {} at {mountpoint}: {e}", backing.display()))?;
-            eprintln!(
-                "durafs: {} is at {mountpoint}; Ctrl-C unmounts",
-                backing.display()
-            );
-            while !durafs::platform::console_stopped() {
-                std::thread::sleep(std::time::Duration::from_millis(100));
+            let r = serve(policy.as_deref(), &backing, &mountpoint, ready_stdout);
+            if let (Err(e), true) = (&r, ready_stdout) {
+                println!("error: {e}");
             }
-            mounted.unmount();
+            r?;
         }
     }
+    Ok(())
+}
+
+/// Mounts, then serves until Ctrl-C (or, with `ready_stdout`, until stdin
+/// ends), then unmounts and commits what is pending.
+fn serve(
+    policy: Option<&Path>,
+    backing: &Path,
+    mountpoint: &str,
+    ready_stdout: bool,
+) -> Result<(), String> {
+    let policy = load(policy)?;
+    durafs::platform::catch_console_stop().map_err(|e| e.to_string())?;
+    let mounted = durafs::frontend::winfsp::mount(backing, mountpoint, policy)
+        .map_err(|e| format!("cannot mount {} at {mountpoint}: {e}", backing.display()))?;
+    let stdin_ended = Arc::new(AtomicBool::new(false));
+    if ready_stdout {
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        let ended = stdin_ended.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            ended.store(true, Ordering::Relaxed);
+        });
+    } else {
+        eprintln!(
+            "durafs: {} is at {mountpoint}; Ctrl-C unmounts",
+            backing.display()
+        );
+    }
+    while !durafs::platform::console_stopped() && !stdin_ended.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    mounted.unmount();
     Ok(())
 }
 

@@ -5,8 +5,13 @@
 //! the mount is ready. Drop unmounts, waits for the daemon (killing it if it
 //! hangs) and never leaves a stale mount behind. A missing /dev/fuse (or
 //! macFUSE) fails the test loudly: these tests never skip. On macOS the
-//! helper finds mounts with mount(8) and force-unmounts with `umount -f`;
-//! the tests compile there (CI type-checks them) but have not been run.
+//! helper finds mounts with mount(8) and force-unmounts with `umount -f`.
+//! On Windows the mount point is a directory path that does not exist yet
+//! (WinFsp creates it for the volume and removes it at unmount), and the
+//! helper stops the daemon by closing its stdin, which unmounts as Ctrl-C
+//! does; a missing WinFsp fails the test with the daemon's own message.
+//! The macOS and Windows paths compile (CI type-checks them) but have not
+//! been run.
 
 #![allow(dead_code)]
 
@@ -58,6 +63,13 @@ pub fn mount_type(p: &Path) -> Option<String> {
         .and_then(|rest| rest.split([',', ')']).next().map(str::to_string))
 }
 
+/// Whether a WinFsp volume is mounted at `p`: its directory exists only
+/// while the volume does.
+#[cfg(windows)]
+fn is_mounted(p: &Path) -> bool {
+    p.is_dir()
+}
+
 /// Where the OS's FUSE lives, and what to do when it is missing.
 #[cfg(target_os = "linux")]
 const FUSE: (&str, &str) = (
@@ -76,6 +88,7 @@ const FORCE_UMOUNT: &str = "-l";
 #[cfg(target_os = "macos")]
 const FORCE_UMOUNT: &str = "-f";
 
+#[cfg(unix)]
 fn is_mounted(p: &Path) -> bool {
     mount_type(p).is_some()
 }
@@ -97,6 +110,7 @@ pub fn ok_stdout(o: &Output) -> String {
 }
 
 /// `durafs status --json MOUNTPOINT`.
+#[cfg(unix)]
 pub fn status_json(mnt: &Path) -> serde_json::Value {
     let out = ok_stdout(&durafs(&[
         "status".as_ref(),
@@ -133,6 +147,7 @@ impl Mount {
 
     /// A mount with extra `durafs mount` arguments (`--policy FILE`, `-o X`).
     pub fn with_args(args: &[&str]) -> Self {
+        #[cfg(unix)]
         assert!(Path::new(FUSE.0).exists(), "{}", FUSE.1);
         let dir = tempfile::Builder::new()
             .prefix("durafs-test")
@@ -141,6 +156,7 @@ impl Mount {
         let backing = dir.path().join("backing");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&backing).unwrap();
+        #[cfg(unix)]
         std::fs::create_dir(&mnt).unwrap();
         let mut m = Self::start(dir, backing, mnt, args);
         m.wait_ready();
@@ -149,12 +165,16 @@ impl Mount {
 
     fn start(dir: tempfile::TempDir, backing: PathBuf, mnt: PathBuf, args: &[&str]) -> Self {
         let mut cmd = Command::new(durafs_bin());
-        cmd.args(["mount", "--foreground", "--ready-stdout"]);
+        // On Windows the volume always serves in the foreground, and its
+        // stdin is how the helper stops it.
+        #[cfg(unix)]
+        cmd.args(["mount", "--foreground", "--ready-stdout"])
+            .stdin(Stdio::null());
+        #[cfg(windows)]
+        cmd.args(["mount", "--ready-stdout"]).stdin(Stdio::piped());
         cmd.args(args);
         cmd.arg(&backing).arg(&mnt);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn().expect("start durafs");
         Mount {
             _dir: dir,
@@ -219,6 +239,22 @@ impl Mount {
     }
 }
 
+#[cfg(windows)]
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            drop(c.stdin.take());
+        }
+        if self.wait_exit(Duration::from_secs(10)).is_none()
+            && let Some(mut c) = self.child.take()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[cfg(unix)]
 impl Drop for Mount {
     fn drop(&mut self) {
         if is_mounted(&self.mnt) {
@@ -245,18 +281,25 @@ impl Drop for Mount {
 /// Where test directories live: /var/tmp, on the root disk filesystem (not
 /// tmpfs, so the backing store is a real block-device filesystem) and
 /// reachable by the unprivileged users some tests run as, wherever the
-/// checkout is.
+/// checkout is. On Windows, the user's temp directory.
 pub fn test_root() -> PathBuf {
+    #[cfg(unix)]
     let p = PathBuf::from("/var/tmp/durafs-tests");
+    #[cfg(windows)]
+    let p = std::env::temp_dir().join("durafs-tests");
     std::fs::create_dir_all(&p).unwrap();
     open_to_all(&p);
     p
 }
 
+#[cfg(unix)]
 fn open_to_all(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[cfg(windows)]
+fn open_to_all(_: &Path) {}
 
 fn temp_dir(prefix: &str) -> tempfile::TempDir {
     let d = tempfile::Builder::new()
