@@ -24,12 +24,27 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The mount table's line for `p`, if mounted (/proc/self/mountinfo on
+/// Linux, mount(8)'s output on macOS).
 fn mounted(p: &Path) -> Option<String> {
     let p = fs::canonicalize(p).unwrap_or(p.to_path_buf());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    #[cfg(target_os = "linux")]
+    let (table, field) = (
+        fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        |l: &str| l.split(' ').nth(4).map(str::to_string),
+    );
+    #[cfg(target_os = "macos")]
+    let (table, field) = (
+        String::from_utf8(std::process::Command::new("mount").output().unwrap().stdout).unwrap(),
+        |l: &str| {
+            l.split_once(" on ")
+                .and_then(|(_, r)| r.rsplit_once(" ("))
+                .map(|(p, _)| p.to_string())
+        },
+    );
+    table
         .lines()
-        .find(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()))
+        .find(|l| field(l).as_deref() == p.to_str())
         .map(str::to_string)
 }
 
@@ -131,13 +146,20 @@ fn background_mount_returns_when_ready_and_umount_removes_it() {
     // Ready on return: no waiting, no retry.
     assert_eq!(fs::read(m.join("present")).unwrap(), b"at once");
     let line = mounted(&m).expect("mounted");
-    let (_, post) = line.split_once(" - ").unwrap();
-    let mut f = post.split(' ');
-    assert_eq!(f.next(), Some("fuse.durafs"));
-    assert_eq!(
-        f.next(),
-        Some(fs::canonicalize(&b).unwrap().to_str().unwrap())
-    );
+    // Type and source: `fuse.durafs BACKING` in mountinfo (Linux);
+    // macFUSE names every mount's type `macfuse`.
+    #[cfg(target_os = "linux")]
+    {
+        let (_, post) = line.split_once(" - ").unwrap();
+        let mut f = post.split(' ');
+        assert_eq!(f.next(), Some("fuse.durafs"));
+        assert_eq!(
+            f.next(),
+            Some(fs::canonicalize(&b).unwrap().to_str().unwrap())
+        );
+    }
+    #[cfg(target_os = "macos")]
+    assert!(line.contains("(macfuse"), "{line}");
     let o = durafs(&[&"umount", &m]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(mounted(&m).is_none());

@@ -3,8 +3,12 @@
 //! `-t fuse.durafs` and an fstab line mounts through the helper name and
 //! umount(8) unmounts; mount.fuse3's own invocation works; systemd hears
 //! READY=1 and STOPPING=1; a backgrounded daemon logs to syslog, as JSON
-//! when asked; `--version` reports what the kernel negotiated.
+//! when asked; `--version` reports what the kernel negotiated. All but the
+//! first two are about Linux's mount helpers, systemd, syslog and kernel
+//! features, and are built there only.
 #![cfg(any(target_os = "linux", target_os = "macos"))]
+// The Linux-only tests use most of the imports.
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports))]
 
 mod common;
 
@@ -127,6 +131,7 @@ fn a_taken_metrics_port_refuses_the_mount_and_mounts_nothing() {
     assert_eq!(mount_type(&mnt), None);
 }
 
+#[cfg(target_os = "linux")]
 /// Puts `/usr/sbin/mount.fuse.durafs` -> the binary under test, as the
 /// package does, for as long as it lives; whatever was there comes back.
 struct Helper {
@@ -134,6 +139,7 @@ struct Helper {
     saved: Option<PathBuf>,
 }
 
+#[cfg(target_os = "linux")]
 impl Helper {
     fn install() -> Helper {
         let path = PathBuf::from("/usr/sbin/mount.fuse.durafs");
@@ -147,6 +153,7 @@ impl Helper {
     }
 }
 
+#[cfg(target_os = "linux")]
 impl Drop for Helper {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -156,6 +163,7 @@ impl Drop for Helper {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn wait_unmounted(p: &Path) {
     let t = Instant::now();
     while mount_type(p).is_some() && t.elapsed() < Duration::from_secs(10) {
@@ -164,6 +172,7 @@ fn wait_unmounted(p: &Path) {
     assert_eq!(mount_type(p), None, "{} still mounted", p.display());
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn mount_t_fuse_durafs_and_an_fstab_line_mount_and_umount_unmounts() {
     let _helper = Helper::install();
@@ -248,6 +257,7 @@ fn mount_t_fuse_durafs_and_an_fstab_line_mount_and_umount_unmounts() {
     assert_eq!(mount_type(&mnt), None);
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn mount_fuse3_runs_durafs_with_its_own_calling_convention() {
     let dir = tempfile::tempdir_in(test_root()).unwrap();
@@ -268,6 +278,7 @@ fn mount_fuse3_runs_durafs_with_its_own_calling_convention() {
     wait_unmounted(&mnt);
 }
 
+#[cfg(target_os = "linux")]
 fn recv_until(sock: &UnixDatagram, want: &str, timeout: Duration) -> Vec<String> {
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -287,6 +298,7 @@ fn recv_until(sock: &UnixDatagram, want: &str, timeout: Duration) -> Vec<String>
     panic!("no message with {want:?} within {timeout:?}; got {got:?}");
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn systemd_hears_ready_once_mounted_and_stopping_on_the_way_out() {
     let dir = tempfile::tempdir_in(test_root()).unwrap();
@@ -326,6 +338,7 @@ fn systemd_hears_ready_once_mounted_and_stopping_on_the_way_out() {
     wait_unmounted(&mnt);
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn a_background_daemon_logs_to_syslog_as_json_when_asked() {
     let dir = tempfile::tempdir_in(test_root()).unwrap();
@@ -365,6 +378,7 @@ fn a_background_daemon_logs_to_syslog_as_json_when_asked() {
     );
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn version_reports_the_negotiated_protocol_and_live_features() {
     let out = ok_stdout(&durafs(&["--version"]));
