@@ -49,6 +49,7 @@ use windows_sys::Win32::Storage::FileSystem::{
     GetFileInformationByHandle, GetFileInformationByHandleEx, MOVEFILE_REPLACE_EXISTING,
     MOVEFILE_WRITE_THROUGH, MoveFileExW, ReOpenFile, SetFileInformationByHandle,
 };
+use windows_sys::Win32::Storage::FileSystem::{DELETE, FILE_RENAME_INFO, FileRenameInfoEx};
 use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
 
 use super::durable::{Access, Os, RenameMode, fallback_once, parent_of, path_in, read_full};
@@ -208,7 +209,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
             fallback_once(
                 &DIR_FLUSH_REFUSED,
                 "this volume refuses to flush a directory; renames are written through \
-                 (MOVEFILE_WRITE_THROUGH) instead",
+                 (the renamed file flushed, or MOVEFILE_WRITE_THROUGH) instead",
                 &e,
             );
             Ok(())
@@ -222,8 +223,8 @@ pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
     sync_dir(parent_of(path))
 }
 
-/// MoveFileExW, written through; a replace also REPLACE_EXISTING. An
-/// exchange is refused: Windows cannot swap two names atomically.
+/// [`rename_path`] of `old` in `olddir` to `new` in `newdir`. An exchange
+/// is refused: Windows cannot swap two names atomically.
 pub fn rename(
     olddir: &Path,
     old: &CStr,
@@ -244,9 +245,31 @@ pub fn rename(
     rename_path(&path_in(olddir, old)?, &path_in(newdir, new)?, replace)
 }
 
-/// Renames `from` to `to` (MoveFileExW, written through), replacing an
-/// existing `to` only if `replace`.
+static POSIX_RENAME_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Renames `from` to `to`, written through, replacing an existing `to` only
+/// if `replace`.
+///
+/// A replace is first made with POSIX semantics (FileRenameInfoEx with
+/// REPLACE_IF_EXISTS | POSIX_SEMANTICS, Windows 10 1809 and later on NTFS):
+/// the old `to` goes even while handles to it are open, as on Linux. The
+/// volume's own opens of a file whose atomic stage commits hold such
+/// handles, and MoveFileExW REPLACE_EXISTING then fails with access denied
+/// whatever their share modes. Where POSIX semantics are refused (older
+/// Windows, FAT), MoveFileExW (said once).
 pub fn rename_path(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
+    if replace {
+        match posix_replace(from, to) {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(1 | 50 | 87)) => fallback_once(
+                &POSIX_RENAME_REFUSED,
+                "this Windows or volume refuses POSIX-semantics renames; replacing with \
+                 MoveFileExW, which fails while the replaced file is open",
+                &e,
+            ),
+            Err(e) => return Err(e),
+        }
+    }
     let flags = if replace {
         MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH
     } else {
@@ -256,6 +279,53 @@ pub fn rename_path(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
     // SAFETY: both are NUL-terminated UTF-16 strings that outlive the call.
     check(unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), flags) })
 }
+
+/// Renames `from` over `to` by handle with POSIX semantics, then flushes
+/// the renamed file (its metadata, the rename included, reaches the disk:
+/// the write-through of this path). ERROR_INVALID_FUNCTION (1),
+/// ERROR_NOT_SUPPORTED (50) or ERROR_INVALID_PARAMETER (87) where the
+/// system or filesystem does not know the call.
+fn posix_replace(from: &Path, to: &Path) -> io::Result<()> {
+    let file = open_path(from, DELETE | GENERIC_WRITE, false, 0)?;
+    let name: Vec<u16> = to.as_os_str().encode_wide().collect();
+    let head = std::mem::offset_of!(FILE_RENAME_INFO, FileName);
+    let size = head + name.len() * 2;
+    // FILE_RENAME_INFO ends in a variable-length name: a zeroed buffer of
+    // u64s is big enough and aligned for it.
+    let mut buf = vec![
+        0u64;
+        size.div_ceil(8)
+            .max(std::mem::size_of::<FILE_RENAME_INFO>().div_ceil(8))
+    ];
+    let info = buf.as_mut_ptr().cast::<FILE_RENAME_INFO>();
+    // SAFETY: `buf` is zeroed (a valid FILE_RENAME_INFO), 8-aligned and at
+    // least `size` bytes, so the header fields and the `name.len()` UTF-16
+    // units copied from the FileName offset lie inside it.
+    unsafe {
+        (*info).Anonymous.Flags =
+            FILE_RENAME_FLAG_REPLACE_IF_EXISTS | FILE_RENAME_FLAG_POSIX_SEMANTICS;
+        (*info).FileNameLength = (name.len() * 2) as u32;
+        std::ptr::copy_nonoverlapping(
+            name.as_ptr(),
+            std::ptr::addr_of_mut!((*info).FileName).cast::<u16>(),
+            name.len(),
+        );
+    }
+    // SAFETY: live handle; `info` is valid for reads of `size` bytes.
+    check(unsafe {
+        SetFileInformationByHandle(
+            file.as_raw_handle(),
+            FileRenameInfoEx,
+            info.cast(),
+            size as u32,
+        )
+    })?;
+    flush(&file)
+}
+
+/// FileRenameInfoEx flags (winbase.h).
+const FILE_RENAME_FLAG_REPLACE_IF_EXISTS: u32 = 0x1;
+const FILE_RENAME_FLAG_POSIX_SEMANTICS: u32 = 0x2;
 
 /// Copies all of `src` into `dst` from offset 0 of each.
 pub fn copy(src: &File, dst: &File) -> io::Result<u64> {
