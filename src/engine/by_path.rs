@@ -24,6 +24,10 @@ pub trait PathOs {
     fn sync(file: &Self::File, kind: SyncKind) -> io::Result<()>;
     /// Creates a new file (for a stage), readable and writable.
     fn create_new(path: &Path) -> io::Result<Self::File>;
+    /// Gives `to` (a new stage) the access rights of the file at `from`
+    /// (its mode on Unix, its DACL on Windows), which the commit would
+    /// otherwise replace with the directory's defaults.
+    fn copy_access(from: &Path, to: &Self::File) -> io::Result<()>;
     /// Opens an existing file to read it.
     fn open_read(path: &Path) -> io::Result<Self::File>;
     /// Opens an existing file to sync it.
@@ -143,13 +147,18 @@ impl<O: PathOs> PathFile<O> {
         let target = self.path();
         let path = target.with_file_name(name);
         let file = O::create_new(&path)?;
-        if seed {
-            // The open may be write-only: the contents are read through a
-            // file of the engine's own.
-            if let Err(e) = O::open_read(&target).and_then(|src| O::copy(&src, &file)) {
-                let _ = O::remove(&path);
-                return Err(e);
+        // The open may be write-only: the contents are read through a file
+        // of the engine's own.
+        let made = O::copy_access(&target, &file).and_then(|()| {
+            if seed {
+                O::open_read(&target).and_then(|src| O::copy(&src, &file))
+            } else {
+                Ok(())
             }
+        });
+        if let Err(e) = made {
+            let _ = O::remove(&path);
+            return Err(e);
         }
         let file = Arc::new(file);
         *st = Some(Stage {
@@ -351,6 +360,10 @@ mod tests {
                 .create_new(true)
                 .open(path)
         }
+        fn copy_access(from: &Path, to: &File) -> io::Result<()> {
+            log(format!("access {}", name(from)));
+            to.set_permissions(std::fs::metadata(from)?.permissions())
+        }
         fn open_read(path: &Path) -> io::Result<File> {
             File::open(path)
         }
@@ -409,6 +422,9 @@ mod tests {
     fn atomic_writes_stay_in_the_stage_until_the_last_close_commits_them() {
         let _s = serial();
         let (_d, path, fp, pf) = setup("write = \"atomic\"\nsync = \"on-close\"");
+        let mut perms = fs::metadata(&path).unwrap().permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(&path, perms).unwrap();
         let own = Arc::new(File::open(&path).unwrap());
         pf.open_writer();
         let stage = pf.stage(".durafs-stage-1", true).unwrap();
@@ -422,11 +438,16 @@ mod tests {
         );
         assert!(pf.close_writer(&fp, &pf.data_file(&own)).unwrap());
         assert_eq!(fs::read(&path).unwrap(), b"new!");
+        assert!(
+            fs::metadata(&path).unwrap().permissions().readonly(),
+            "the replaced file lost the target's access rights"
+        );
         assert!(!path.with_file_name(".durafs-stage-1").exists());
         assert_eq!(
             take_log(),
             [
                 "create .durafs-stage-1",
+                "access f",
                 "sync Data",
                 "replace .durafs-stage-1 -> f",
                 "sync dir of f"

@@ -44,8 +44,8 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ::winfsp::filesystem::{
-    DirBuffer, DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext, OpenFileInfo,
-    VolumeInfo, WideNameInfo,
+    DirBuffer, DirInfo, DirMarker, FileInfo, FileSecurity, FileSystemContext,
+    ModificationDescriptor, OpenFileInfo, VolumeInfo, WideNameInfo,
 };
 use ::winfsp::host::{FileSystemHost, FileSystemParams, VolumeParams};
 use ::winfsp::{FspError, U16CStr};
@@ -53,9 +53,12 @@ use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_DIR_NOT_EMPTY, STATUS_BUFFER_OVERFLOW, STATUS_END_OF_FILE,
     STATUS_OBJECT_NAME_NOT_FOUND,
 };
+use windows_sys::Win32::Security::{
+    DACL_SECURITY_INFORMATION, GROUP_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION,
+};
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_APPEND_DATA, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_NORMAL, FILE_WRITE_DATA,
-    INVALID_FILE_ATTRIBUTES, READ_CONTROL,
+    INVALID_FILE_ATTRIBUTES, READ_CONTROL, WRITE_DAC, WRITE_OWNER,
 };
 
 use crate::engine::by_path::{PathFile, PathOs};
@@ -95,6 +98,10 @@ impl PathOs for WinOs {
 
     fn create_new(path: &Path) -> io::Result<File> {
         platform::open_path(path, GENERIC_ALL, true, FILE_ATTRIBUTE_NORMAL)
+    }
+
+    fn copy_access(from: &Path, to: &File) -> io::Result<()> {
+        platform::copy_dacl(&platform::open_path(from, READ_CONTROL, false, 0)?, to)
     }
 
     fn open_read(path: &Path) -> io::Result<File> {
@@ -411,7 +418,7 @@ impl FileSystemContext for Volume {
         create_options: u32,
         granted_access: u32,
         file_attributes: u32,
-        _security_descriptor: Option<&[c_void]>,
+        security_descriptor: Option<&[c_void]>,
         allocation_size: u64,
         _extra_buffer: Option<&[u8]>,
         _extra_buffer_is_reparse_point: bool,
@@ -420,13 +427,30 @@ impl FileSystemContext for Volume {
         let (path, rel) = self
             .resolve(file_name)
             .ok_or_else(|| win32(ERROR_ACCESS_DENIED))?;
+        let access = granted_access | READ_CONTROL | WRITE_DAC;
         let file = if create_options & FILE_DIRECTORY_FILE != 0 {
             std::fs::create_dir(&path)?;
-            platform::open_path(&path, granted_access | READ_CONTROL, false, 0)?
+            platform::open_path(&path, access, false, 0)?
         } else {
             let attributes = file_attributes & !FILE_ATTRIBUTE_DIRECTORY;
-            platform::open_path(&path, granted_access | READ_CONTROL, true, attributes)?
+            platform::open_path(&path, access, true, attributes)?
         };
+        // The DACL the caller's create asked for (WinFsp computes it from
+        // the parent's inheritable entries and the caller's own); the owner
+        // stays the daemon's account, which may not take another's.
+        if let Some(sd) = security_descriptor
+            && let Err(e) = platform::set_security_from(&file, DACL_SECURITY_INFORMATION, sd)
+        {
+            // The file exists: remove it rather than leave it with other
+            // permissions than asked for.
+            drop(file);
+            let _ = if create_options & FILE_DIRECTORY_FILE != 0 {
+                std::fs::remove_dir(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            return Err(e.into());
+        }
         let h = self.open_handle(file, &path, &rel, granted_access)?;
         if allocation_size > 0 && !h.dir {
             platform::preallocate(&h.file, 0, allocation_size)?;
@@ -489,6 +513,21 @@ impl FileSystemContext for Volume {
 
     fn get_security(&self, h: &Handle, security_descriptor: Option<&mut [c_void]>) -> Result<u64> {
         security_into(&h.file, security_descriptor)
+    }
+
+    fn set_security(
+        &self,
+        h: &Handle,
+        security_information: u32,
+        modification_descriptor: ModificationDescriptor,
+    ) -> Result<()> {
+        let mut access = WRITE_DAC;
+        if security_information & (OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION) != 0 {
+            access |= WRITE_OWNER;
+        }
+        let file = platform::open_path(&h.state.path(), access, false, 0)?;
+        platform::set_security(&file, security_information, &modification_descriptor)?;
+        Ok(())
     }
 
     fn overwrite(

@@ -91,8 +91,8 @@ pub use uring::{
 };
 #[cfg(windows)]
 pub use windows::{
-    HandleInfo, advise, catch_console_stop, console_stopped, copy, direct_io_available, disk_space,
-    handle_info, open_dir, open_path, preallocate, rename, rename_path, sector_size,
-    security_descriptor, set_allocation, set_basic_info, set_write_hint, sync_barrier, sync_data,
-    sync_dir, sync_full, sync_parent_dir,
+    HandleInfo, advise, catch_console_stop, console_stopped, copy, copy_dacl, direct_io_available,
+    disk_space, handle_info, open_dir, open_path, preallocate, rename, rename_path, sector_size,
+    security_descriptor, set_allocation, set_basic_info, set_security, set_security_from,
+    set_write_hint, sync_barrier, sync_data, sync_dir, sync_full, sync_parent_dir,
 };

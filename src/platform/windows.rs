@@ -39,7 +39,7 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::Security::{
     DACL_SECURITY_INFORMATION, GROUP_SECURITY_INFORMATION, GetKernelObjectSecurity,
-    OWNER_SECURITY_INFORMATION,
+    OWNER_SECURITY_INFORMATION, SetKernelObjectSecurity,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     BY_HANDLE_FILE_INFORMATION, FILE_ALLOCATION_INFO, FILE_BASIC_INFO, FILE_FLAG_BACKUP_SEMANTICS,
@@ -286,21 +286,27 @@ pub fn rename_path(from: &Path, to: &Path, replace: bool) -> io::Result<()> {
 /// ERROR_NOT_SUPPORTED (50) or ERROR_INVALID_PARAMETER (87) where the
 /// system or filesystem does not know the call.
 fn posix_replace(from: &Path, to: &Path) -> io::Result<()> {
-    let file = open_path(from, DELETE | GENERIC_WRITE, false, 0)?;
+    // A stage carries its target's DACL, which may not let the daemon
+    // write: then the rename alone, made durable by the directory flush
+    // that follows every commit.
+    let (file, writable) = match open_path(from, DELETE | GENERIC_WRITE, false, 0) {
+        Ok(f) => (f, true),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            (open_path(from, DELETE, false, 0)?, false)
+        }
+        Err(e) => return Err(e),
+    };
     let name: Vec<u16> = to.as_os_str().encode_wide().collect();
-    let head = std::mem::offset_of!(FILE_RENAME_INFO, FileName);
-    let size = head + name.len() * 2;
+    // The struct (its one-unit FileName included) and the whole name after
+    // it: more than the name needs, as the system allows.
+    let size = std::mem::size_of::<FILE_RENAME_INFO>() + name.len() * 2;
     // FILE_RENAME_INFO ends in a variable-length name: a zeroed buffer of
     // u64s is big enough and aligned for it.
-    let mut buf = vec![
-        0u64;
-        size.div_ceil(8)
-            .max(std::mem::size_of::<FILE_RENAME_INFO>().div_ceil(8))
-    ];
+    let mut buf = vec![0u64; size.div_ceil(8)];
     let info = buf.as_mut_ptr().cast::<FILE_RENAME_INFO>();
-    // SAFETY: `buf` is zeroed (a valid FILE_RENAME_INFO), 8-aligned and at
-    // least `size` bytes, so the header fields and the `name.len()` UTF-16
-    // units copied from the FileName offset lie inside it.
+    // SAFETY: `buf` is zeroed (a valid FILE_RENAME_INFO), 8-aligned and
+    // `size` bytes, so the header fields and the `name.len()` UTF-16 units
+    // copied from the FileName offset lie inside it.
     unsafe {
         (*info).Anonymous.Flags =
             FILE_RENAME_FLAG_REPLACE_IF_EXISTS | FILE_RENAME_FLAG_POSIX_SEMANTICS;
@@ -320,7 +326,7 @@ fn posix_replace(from: &Path, to: &Path) -> io::Result<()> {
             size as u32,
         )
     })?;
-    flush(&file)
+    if writable { flush(&file) } else { Ok(()) }
 }
 
 /// FileRenameInfoEx flags (winbase.h).
@@ -498,6 +504,63 @@ pub fn security_descriptor(file: &File, buf: Option<&mut [std::ffi::c_void]>) ->
         return Ok(needed as usize);
     }
     Err(e)
+}
+
+/// Sets the parts of the file's security that `what` names
+/// (OBJECT_SECURITY_INFORMATION bits: owner, group, DACL) from `sd`, a
+/// self-relative security descriptor such as WinFsp hands to a create. The
+/// file must be open with WRITE_DAC (and WRITE_OWNER for owner or group).
+pub fn set_security_from(file: &File, what: u32, sd: &[std::ffi::c_void]) -> io::Result<()> {
+    // SAFETY: live handle; `sd` is a security descriptor that outlives the
+    // call (the system only reads it).
+    check(unsafe { SetKernelObjectSecurity(file.as_raw_handle(), what, sd.as_ptr().cast_mut()) })
+}
+
+/// The same for the change an app asks for through the volume (WinFsp's
+/// SetSecurity), whose descriptor WinFsp owns while the callback runs.
+pub fn set_security(
+    file: &File,
+    what: u32,
+    sd: &winfsp::filesystem::ModificationDescriptor,
+) -> io::Result<()> {
+    // SAFETY: live handle; called from the SetSecurity callback, during
+    // which WinFsp keeps the descriptor valid.
+    check(unsafe { SetKernelObjectSecurity(file.as_raw_handle(), what, sd.as_mut_ptr().cast()) })
+}
+
+/// Gives `to` (open with WRITE_DAC) the DACL of `from` (open with
+/// READ_CONTROL).
+pub fn copy_dacl(from: &File, to: &File) -> io::Result<()> {
+    let what = DACL_SECURITY_INFORMATION;
+    let mut needed = 0u32;
+    // SAFETY: live handle; a null buffer of length 0 asks for the size
+    // only; `needed` is valid for writes.
+    unsafe {
+        GetKernelObjectSecurity(
+            from.as_raw_handle(),
+            what,
+            std::ptr::null_mut(),
+            0,
+            &mut needed,
+        )
+    };
+    if needed == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Self-relative descriptors need pointer alignment: a buffer of u64s.
+    let mut buf = vec![0u64; (needed as usize).div_ceil(8)];
+    // SAFETY: live handle; `buf` is valid for writes of `needed` bytes.
+    check(unsafe {
+        GetKernelObjectSecurity(
+            from.as_raw_handle(),
+            what,
+            buf.as_mut_ptr().cast(),
+            needed,
+            &mut needed,
+        )
+    })?;
+    // SAFETY: live handle; `buf` holds the descriptor just read.
+    check(unsafe { SetKernelObjectSecurity(to.as_raw_handle(), what, buf.as_mut_ptr().cast()) })
 }
 
 /// The volume holding `path`: (total bytes, bytes free to this caller).
