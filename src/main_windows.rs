@@ -128,6 +128,15 @@ fn serve(
 }
 
 pub fn main() -> ExitCode {
+    // The volume's warnings and errors (a commit that failed at the last
+    // close, a fallback said once) go to stderr; RUST_LOG filters them.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

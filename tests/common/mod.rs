@@ -174,7 +174,14 @@ impl Mount {
         cmd.args(["mount", "--ready-stdout"]).stdin(Stdio::piped());
         cmd.args(args);
         cmd.arg(&backing).arg(&mnt);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::piped());
+        // Windows: the daemon logs to stderr for its whole life and nobody
+        // reads a pipe after the start (a full pipe would stall it); its
+        // start-up error comes on stdout.
+        #[cfg(unix)]
+        cmd.stderr(Stdio::piped());
+        #[cfg(windows)]
+        cmd.stderr(Stdio::inherit());
         let child = cmd.spawn().expect("start durafs");
         Mount {
             _dir: dir,
