@@ -627,6 +627,42 @@ fn atomic_commits_at_the_last_openers_close_not_at_a_later_release() {
     );
 }
 
+/// An atomic file removed, or replaced by a rename, while a writer has it
+/// staged: close(2) succeeds and the writes go with the file, as writes to
+/// an unlinked file do on the backing filesystem; nothing is resurrected.
+#[test]
+fn atomic_writes_to_a_file_removed_while_staged_go_with_it() {
+    let (m, _p) = crash_mount(ATOMIC);
+    fs::write(m.m("gone"), b"old").unwrap();
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.m("gone"))
+        .unwrap();
+    w.write_all(b"new").unwrap();
+    fs::remove_file(m.m("gone")).unwrap();
+    durafs::platform::close(w.into()).expect("close(2)");
+    assert!(!m.m("gone").exists());
+
+    fs::write(m.m("over"), b"old").unwrap();
+    fs::write(m.m("other"), b"other").unwrap();
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.m("over"))
+        .unwrap();
+    w.write_all(b"new").unwrap();
+    fs::rename(m.m("other"), m.m("over")).unwrap();
+    durafs::platform::close(w.into()).expect("close(2)");
+    assert_eq!(fs::read(m.m("over")).unwrap(), b"other");
+    let left: Vec<_> = fs::read_dir(&m.backing)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n != ".durafs-crash")
+        .collect();
+    assert_eq!(left, ["over"], "a stage was left behind");
+}
+
 #[test]
 fn atomic_falls_back_to_in_place_for_hard_links() {
     let (m, _p) = crash_mount(ATOMIC);

@@ -2,7 +2,8 @@
 //! tests run through FUSE on Linux (here, in CI), macFUSE on macOS and a
 //! WinFsp volume on Windows (`cargo test --test volume` there): files and
 //! directories pass through both ways, an atomic rewrite stays out of sight
-//! until its last close and then replaces the file whole, staging files
+//! until its last close (readers see the whole old file) and then replaces
+//! the file whole, staging files
 //! never show and their names cannot be taken, an append file's size is
 //! exactly what was written, and a bad policy is refused before anything
 //! is mounted.
@@ -124,6 +125,36 @@ fn an_atomic_rewrite_shows_only_at_its_last_close() {
     assert_eq!(fs::read(m.m("app.conf")).unwrap(), b"new settings");
     assert_eq!(fs::read(m.b("app.conf")).unwrap(), b"new settings");
     assert_eq!(names(&m.backing), ["app.conf"], "a stage was left behind");
+}
+
+#[test]
+fn readers_see_the_whole_old_file_until_the_commit_and_keep_it_after() {
+    let (m, _p) = mount();
+    fs::write(m.m("app.conf"), b"old contents, longer than the new").unwrap();
+    let mut early = fs::File::open(m.m("app.conf")).unwrap();
+    let mut w = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.m("app.conf"))
+        .unwrap();
+    w.write_all(b"NEW").unwrap();
+    // Neither a reader opened before the rewrite nor one opened during it
+    // sees a stage, or the old file cut to the stage's size.
+    assert_eq!(
+        fs::read(m.m("app.conf")).unwrap(),
+        b"old contents, longer than the new"
+    );
+    let mut s = String::new();
+    early.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "old contents, longer than the new");
+    drop(w);
+    assert_eq!(fs::read(m.m("app.conf")).unwrap(), b"NEW");
+    // The early reader still holds the file it opened, as after a rename
+    // over an open file on the backing filesystem.
+    let mut again = String::new();
+    early.seek(SeekFrom::Start(0)).unwrap();
+    early.read_to_string(&mut again).unwrap();
+    assert_eq!(again, "old contents, longer than the new");
 }
 
 #[test]

@@ -127,10 +127,16 @@ impl<O: PathOs> PathFile<O> {
         st.as_ref().map(|s| s.file.clone())
     }
 
-    /// The file an open's reads, writes and syncs go to: the stage while
-    /// there is one, else the file the last commit put at the path, else
-    /// the open's own.
-    pub fn data_file(&self, own: &Arc<O::File>) -> Arc<O::File> {
+    /// The file an open's reads, writes and syncs go to. A `writer`'s: the
+    /// stage while there is one, else the file the last commit put at the
+    /// path, else its own. A reader's: always its own, the file as it was
+    /// when opened — not a stage it has no part in, and, after a commit,
+    /// the replaced file, as an open file replaced by a rename reads on the
+    /// backing filesystem.
+    pub fn data_file(&self, own: &Arc<O::File>, writer: bool) -> Arc<O::File> {
+        if !writer {
+            return own.clone();
+        }
         self.stage_file().unwrap_or_else(|| {
             let current = self.current.lock().expect("current poisoned");
             current.clone().unwrap_or_else(|| own.clone())
@@ -426,9 +432,11 @@ mod tests {
         perms.set_readonly(true);
         fs::set_permissions(&path, perms).unwrap();
         let own = Arc::new(File::open(&path).unwrap());
+        let reader = Arc::new(File::open(&path).unwrap());
         pf.open_writer();
         let stage = pf.stage(".durafs-stage-1", true).unwrap();
-        assert!(Arc::ptr_eq(&pf.data_file(&own), &stage));
+        assert!(Arc::ptr_eq(&pf.data_file(&own, true), &stage));
+        assert!(Arc::ptr_eq(&pf.data_file(&reader, false), &reader));
         stage.write_all_at(b"new!", 0).unwrap();
         pf.wrote(&fp, &stage, true).unwrap();
         assert_eq!(
@@ -436,7 +444,7 @@ mod tests {
             b"old",
             "target untouched before the commit"
         );
-        assert!(pf.close_writer(&fp, &pf.data_file(&own)).unwrap());
+        assert!(pf.close_writer(&fp, &pf.data_file(&own, true)).unwrap());
         assert_eq!(fs::read(&path).unwrap(), b"new!");
         assert!(
             fs::metadata(&path).unwrap().permissions().readonly(),
@@ -453,10 +461,16 @@ mod tests {
                 "sync dir of f"
             ]
         );
-        // Later reads of any open go to the committed file.
+        // Later reads of a writer go to the committed file; a reader opened
+        // before the commit keeps reading the file it opened.
         let mut buf = [0u8; 4];
-        pf.data_file(&own).read_exact_at(&mut buf, 0).unwrap();
+        pf.data_file(&own, true).read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"new!");
+        let mut old = [0u8; 3];
+        pf.data_file(&reader, false)
+            .read_exact_at(&mut old, 0)
+            .unwrap();
+        assert_eq!(&old, b"old");
     }
 
     #[test]

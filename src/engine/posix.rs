@@ -509,9 +509,16 @@ impl Engine {
     pub fn kernel_io(&self, w: &Writer) -> KernelIo {
         let tracked = self.core.crash.is_some() || self.core.faults.active();
         if !w.writable {
+            // A reader of an atomic file reads its own open of the file as
+            // it was, with no page cache and no size cap from the kernel:
+            // the kernel keeps one size per inode, and while a writer's
+            // stage is pending that is the stage's size, which cut cached
+            // reads of the old file short (a reader got "old" of "old
+            // contents" during a rewrite to "NEW").
+            let atomic = w.policy.write == WriteStrategy::Atomic;
             return KernelIo {
-                intercept: tracked,
-                direct_io: false,
+                intercept: tracked || atomic,
+                direct_io: atomic,
                 flush: false,
             };
         }
@@ -840,9 +847,20 @@ impl Engine {
             return Ok(None);
         };
         self.stages.fetch_sub(1, Ordering::Relaxed);
-        let res = self.commit_stage(w, &stage);
+        // Removed, or replaced by a rename, while staged: as with a file
+        // written after its unlink, the writes go with it, and close(2)
+        // succeeds as it would on the backing filesystem.
+        let gone =
+            platform::fd_path(file.sync_fd().as_fd()).is_ok_and(|p| p.ends_with(b" (deleted)"));
+        let res = if gone {
+            Ok(None)
+        } else {
+            self.commit_stage(w, &stage)
+        };
         if res.is_err() {
             RuleStats::bump(&w.stats.errors);
+        }
+        if res.is_err() || gone {
             // The target keeps its old contents; the stage goes.
             let _ = self.track(
                 Change::Remove {

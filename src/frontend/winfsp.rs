@@ -154,7 +154,7 @@ pub struct Handle {
 impl Handle {
     /// The file this open's reads, writes and syncs go to.
     fn io_file(&self) -> Arc<File> {
-        self.state.data_file(&self.file)
+        self.state.data_file(&self.file, self.writable)
     }
 }
 
@@ -498,7 +498,7 @@ impl FileSystemContext for Volume {
                 // A volume flush: every open file's data, as the app asked.
                 for s in self.all_files() {
                     if s.has_writers() {
-                        let data = s.data_file(&Arc::new(WinOs::open_write(&s.path())?));
+                        let data = s.data_file(&Arc::new(WinOs::open_write(&s.path())?), true);
                         s.app_sync(s.policy(), &data)?;
                     }
                 }

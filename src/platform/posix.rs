@@ -6,7 +6,7 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// The attributes of a backing inode, exactly as `fstatat(2)` returns them.
@@ -113,6 +113,14 @@ pub fn futimens(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> io::Res
     let times = [timespec(atime), timespec(mtime)];
     // SAFETY: `times` is an array of two timespecs.
     cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+/// `close(2)` with its result, which dropping an `OwnedFd` or a `File`
+/// throws away (a FUSE FLUSH error reaches an app there).
+pub fn close(fd: OwnedFd) -> io::Result<()> {
+    // SAFETY: the fd is owned here and closed exactly once (ownership is
+    // given up by into_raw_fd).
+    cvt(unsafe { libc::close(fd.into_raw_fd()) }).map(drop)
 }
 
 /// `ftruncate(2)` on an fd opened for writing.
