@@ -663,6 +663,33 @@ fn atomic_writes_to_a_file_removed_while_staged_go_with_it() {
     assert_eq!(left, ["over"], "a stage was left behind");
 }
 
+/// Opens the kernel does not cache (a reader of an atomic file, a writer
+/// under `always`) can still be mapped shared: without
+/// FUSE_DIRECT_IO_ALLOW_MMAP such an mmap fails with ENODEV, and legacy
+/// apps that map files break.
+#[test]
+fn uncached_opens_can_be_mapped_shared() {
+    let (m, _p) = crash_mount(
+        "[defaults]\nwrite = \"atomic\"\n[[rule]]\nname = \"strict\"\nmatch = \"*.log\"\nwrite = \"passthrough\"\nsync = \"always\"\n",
+    );
+    fs::write(m.m("app.conf"), b"mapped config").unwrap();
+    let r = File::open(m.m("app.conf")).unwrap();
+    assert_eq!(
+        durafs::platform::read_mapped(r.as_fd(), 13).expect("shared mmap of an atomic file"),
+        b"mapped config"
+    );
+    fs::write(m.m("app.log"), b"mapped log").unwrap();
+    let w = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.m("app.log"))
+        .unwrap();
+    assert_eq!(
+        durafs::platform::read_mapped(w.as_fd(), 10).expect("shared mmap of an always file"),
+        b"mapped log"
+    );
+}
+
 #[test]
 fn atomic_falls_back_to_in_place_for_hard_links() {
     let (m, _p) = crash_mount(ATOMIC);

@@ -333,6 +333,12 @@ impl Filesystem for FuseFrontend {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_ASYNC_DIO,
+            // Shared mmap of opens the kernel does not cache (`always`,
+            // `direct`, `atomic`, readers of atomic files): without it such
+            // an mmap fails with ENODEV, and legacy apps that map files
+            // break. Mapped pages are written back through the daemon like
+            // any write, and msync reaches it as an fsync.
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ];
         for flag in wanted {
             match config.add_capabilities(flag) {

@@ -115,6 +115,39 @@ pub fn futimens(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> io::Res
     cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
 }
 
+/// The first `len` bytes of the file behind `fd` as a shared, read-only
+/// mapping sees them (mmap MAP_SHARED, PROT_READ, copied out, unmapped):
+/// whether such a mapping can be made at all, and what it reads.
+pub fn read_mapped(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: a fresh mapping chosen by the kernel, of a live fd; checked
+    // for MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = vec![0u8; len];
+    // SAFETY: `p` maps `len` readable bytes; `out` holds `len` bytes; no
+    // reference into the mapping outlives this copy. Unmapped right after,
+    // exactly once.
+    unsafe {
+        std::ptr::copy_nonoverlapping(p.cast::<u8>(), out.as_mut_ptr(), len);
+        libc::munmap(p, len);
+    }
+    Ok(out)
+}
+
 /// `close(2)` with its result, which dropping an `OwnedFd` or a `File`
 /// throws away (a FUSE FLUSH error reaches an app there).
 pub fn close(fd: OwnedFd) -> io::Result<()> {
