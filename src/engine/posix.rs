@@ -850,8 +850,12 @@ impl Engine {
         // Removed, or replaced by a rename, while staged: as with a file
         // written after its unlink, the writes go with it, and close(2)
         // succeeds as it would on the backing filesystem.
-        let gone =
-            platform::fd_path(file.sync_fd().as_fd()).is_ok_and(|p| p.ends_with(b" (deleted)"));
+        // (No links left, or a path the kernel marks deleted: macOS's
+        // F_GETPATH may still name a removed file's old path, and the
+        // crash simulator keeps a link to what it removes.)
+        let target = file.sync_fd();
+        let gone = platform::stat_fd(target.as_fd()).is_ok_and(|st| st.st_nlink == 0)
+            || platform::fd_path(target.as_fd()).is_ok_and(|p| p.ends_with(b" (deleted)"));
         let res = if gone {
             Ok(None)
         } else {

@@ -115,10 +115,17 @@ pub fn futimens(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> io::Res
     cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
 }
 
-/// The first `len` bytes of the file behind `fd` as a shared, read-only
-/// mapping sees them (mmap MAP_SHARED, PROT_READ, copied out, unmapped):
-/// whether such a mapping can be made at all, and what it reads.
+/// The first `len` bytes of the file behind `fd` (at most its size: pages
+/// past the end would fault) as a shared, read-only mapping sees them
+/// (mmap MAP_SHARED, PROT_READ, copied out, unmapped): whether such a
+/// mapping can be made at all, and what it reads.
 pub fn read_mapped(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    let mut st = MaybeUninit::<Stat>::uninit();
+    // SAFETY: `st` is valid for writes of one `stat`.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so `st` is initialised.
+    let size = unsafe { st.assume_init() }.st_size;
+    let len = len.min(usize::try_from(size).unwrap_or(0));
     if len == 0 {
         return Ok(Vec::new());
     }
