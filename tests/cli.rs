@@ -24,28 +24,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The mount table's line for `p`, if mounted (/proc/self/mountinfo on
-/// Linux, mount(8)'s output on macOS).
+/// The mount table's line for `p` (canonicalised), if mounted.
 fn mounted(p: &Path) -> Option<String> {
-    let p = fs::canonicalize(p).unwrap_or(p.to_path_buf());
-    #[cfg(target_os = "linux")]
-    let (table, field) = (
-        fs::read_to_string("/proc/self/mountinfo").unwrap(),
-        |l: &str| l.split(' ').nth(4).map(str::to_string),
-    );
-    #[cfg(target_os = "macos")]
-    let (table, field) = (
-        String::from_utf8(std::process::Command::new("mount").output().unwrap().stdout).unwrap(),
-        |l: &str| {
-            l.split_once(" on ")
-                .and_then(|(_, r)| r.rsplit_once(" ("))
-                .map(|(p, _)| p.to_string())
-        },
-    );
-    table
-        .lines()
-        .find(|l| field(l).as_deref() == p.to_str())
-        .map(str::to_string)
+    common::mount_line(&fs::canonicalize(p).unwrap_or(p.to_path_buf()))
 }
 
 /// Runs a mount that must fail, and checks the message and that nothing

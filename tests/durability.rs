@@ -655,11 +655,8 @@ fn atomic_writes_to_a_file_removed_while_staged_go_with_it() {
     fs::rename(m.m("other"), m.m("over")).unwrap();
     durafs::platform::close(w.into()).expect("close(2)");
     assert_eq!(fs::read(m.m("over")).unwrap(), b"other");
-    let left: Vec<_> = fs::read_dir(&m.backing)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n != ".durafs-crash")
-        .collect();
+    let mut left = common::names(&m.backing);
+    left.retain(|n| n != ".durafs-crash");
     assert_eq!(left, ["over"], "a stage was left behind");
 }
 

@@ -16,9 +16,8 @@ mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
 
-use common::{Mount, durafs, policy_file, test_root};
+use common::{Mount, durafs, names, policy_file, test_root};
 
 /// `*.conf` atomic, `*.log` append with preallocation, the rest passthrough
 /// made durable at close.
@@ -45,15 +44,6 @@ fn mount() -> (Mount, tempfile::NamedTempFile) {
     let p = policy_file(POLICY);
     let m = Mount::with_args(&["--policy", p.path().to_str().unwrap()]);
     (m, p)
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

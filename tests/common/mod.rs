@@ -35,32 +35,48 @@ pub struct Mount {
     child: Option<Child>,
 }
 
-/// The filesystem type mounted at `p` (e.g. `fuse.durafs`), if any.
-#[cfg(target_os = "linux")]
-pub fn mount_type(p: &Path) -> Option<String> {
-    let want = p.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        .and_then(|l| l.split(" - ").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .map(str::to_string)
+/// The mount table's line for `p`, if mounted: its /proc/self/mountinfo
+/// line on Linux ("... MOUNTPOINT ... - TYPE SOURCE ..."), its mount(8)
+/// line on macOS ("SOURCE on MOUNTPOINT (TYPE, OPTIONS)").
+#[cfg(unix)]
+pub fn mount_line(p: &Path) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    let (table, want) = (
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+        p.to_string_lossy().replace(' ', "\\040"),
+    );
+    #[cfg(target_os = "linux")]
+    let at = |l: &str| l.split(' ').nth(4) == Some(want.as_str());
+    #[cfg(target_os = "macos")]
+    let (table, want) = (
+        String::from_utf8_lossy(&Command::new("mount").output().ok()?.stdout).into_owned(),
+        format!(" on {} (", p.display()),
+    );
+    #[cfg(target_os = "macos")]
+    let at = |l: &str| l.contains(want.as_str());
+    table.lines().find(|l| at(l)).map(str::to_string)
 }
 
-/// The filesystem type mounted at `p` (`macfuse` for a durafs mount), if
-/// any: from mount(8)'s "SOURCE on PATH (TYPE, OPTIONS)" lines.
-#[cfg(target_os = "macos")]
+/// The filesystem type mounted at `p` (`fuse.durafs` on Linux; macFUSE
+/// names every mount's type `macfuse`), if any.
+#[cfg(unix)]
 pub fn mount_type(p: &Path) -> Option<String> {
-    let out = Command::new("mount").output().ok()?;
-    let want = format!(" on {} (", p.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            l.split_once(want.as_str())
-                .map(|(_, rest)| rest.to_string())
-        })
-        .and_then(|rest| rest.split([',', ')']).next().map(str::to_string))
+    let line = mount_line(p)?;
+    #[cfg(target_os = "linux")]
+    let ty = line.split(" - ").nth(1)?.split(' ').next()?;
+    #[cfg(target_os = "macos")]
+    let ty = line.rsplit_once(" (")?.1.split([',', ')']).next()?;
+    Some(ty.to_string())
+}
+
+/// The names in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
 }
 
 /// Whether a WinFsp volume is mounted at `p`: its directory exists only
@@ -240,6 +256,16 @@ impl Mount {
         None
     }
 
+    /// Waits up to 10 s for the daemon to exit, then kills it.
+    fn wait_or_kill(&mut self) {
+        if self.wait_exit(Duration::from_secs(10)).is_none()
+            && let Some(mut c) = self.child.take()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Whether the mount point is still mounted.
     pub fn is_mounted(&self) -> bool {
         is_mounted(&self.mnt)
@@ -252,12 +278,7 @@ impl Drop for Mount {
         if let Some(c) = self.child.as_mut() {
             drop(c.stdin.take());
         }
-        if self.wait_exit(Duration::from_secs(10)).is_none()
-            && let Some(mut c) = self.child.take()
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.wait_or_kill();
     }
 }
 
@@ -270,12 +291,7 @@ impl Drop for Mount {
                 .stderr(Stdio::null())
                 .status();
         }
-        if self.wait_exit(Duration::from_secs(10)).is_none()
-            && let Some(mut c) = self.child.take()
-        {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.wait_or_kill();
         if is_mounted(&self.mnt) {
             let _ = Command::new("umount")
                 .arg(FORCE_UMOUNT)
