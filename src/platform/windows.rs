@@ -492,9 +492,25 @@ pub fn security_descriptor(file: &File, buf: Option<&mut [std::ffi::c_void]>) ->
         Some(b) => (b.as_mut_ptr(), b.len() as u32),
         None => (std::ptr::null_mut(), 0),
     };
+    // SAFETY: `ptr` is null with length 0 or a slice of `len` bytes.
+    unsafe { kernel_security(file, what, ptr, len) }
+}
+
+/// GetKernelObjectSecurity of the parts `what` names into `ptr`: the
+/// descriptor's size, also when `len` is too small to hold it (nothing is
+/// copied then).
+///
+/// # Safety
+/// `ptr` is null with `len` 0, or valid for writes of `len` bytes.
+unsafe fn kernel_security(
+    file: &File,
+    what: u32,
+    ptr: *mut std::ffi::c_void,
+    len: u32,
+) -> io::Result<usize> {
     let mut needed = 0u32;
-    // SAFETY: live handle; `ptr` is null with length 0 or valid for
-    // writes of `len` bytes; `needed` is valid for writes.
+    // SAFETY: live handle; `ptr`/`len` as the caller promised; `needed` is
+    // valid for writes.
     let ok = unsafe { GetKernelObjectSecurity(file.as_raw_handle(), what, ptr, len, &mut needed) };
     if ok != 0 {
         return Ok(needed as usize);
@@ -532,33 +548,12 @@ pub fn set_security(
 /// READ_CONTROL).
 pub fn copy_dacl(from: &File, to: &File) -> io::Result<()> {
     let what = DACL_SECURITY_INFORMATION;
-    let mut needed = 0u32;
-    // SAFETY: live handle; a null buffer of length 0 asks for the size
-    // only; `needed` is valid for writes.
-    unsafe {
-        GetKernelObjectSecurity(
-            from.as_raw_handle(),
-            what,
-            std::ptr::null_mut(),
-            0,
-            &mut needed,
-        )
-    };
-    if needed == 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: a null buffer of length 0 asks for the size only.
+    let needed = unsafe { kernel_security(from, what, std::ptr::null_mut(), 0) }?;
     // Self-relative descriptors need pointer alignment: a buffer of u64s.
-    let mut buf = vec![0u64; (needed as usize).div_ceil(8)];
-    // SAFETY: live handle; `buf` is valid for writes of `needed` bytes.
-    check(unsafe {
-        GetKernelObjectSecurity(
-            from.as_raw_handle(),
-            what,
-            buf.as_mut_ptr().cast(),
-            needed,
-            &mut needed,
-        )
-    })?;
+    let mut buf = vec![0u64; needed.div_ceil(8)];
+    // SAFETY: `buf` is valid for writes of `needed` bytes.
+    unsafe { kernel_security(from, what, buf.as_mut_ptr().cast(), needed as u32) }?;
     // SAFETY: live handle; `buf` holds the descriptor just read.
     check(unsafe { SetKernelObjectSecurity(to.as_raw_handle(), what, buf.as_mut_ptr().cast()) })
 }
