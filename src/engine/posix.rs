@@ -854,12 +854,13 @@ impl Engine {
         // F_GETPATH may still name a removed file's old path, and the
         // crash simulator keeps a link to what it removes.)
         let target = file.sync_fd();
+        let tpath = platform::fd_path(target.as_fd());
         let gone = platform::stat_fd(target.as_fd()).is_ok_and(|st| st.st_nlink == 0)
-            || platform::fd_path(target.as_fd()).is_ok_and(|p| p.ends_with(b" (deleted)"));
+            || tpath.as_ref().is_ok_and(|p| p.ends_with(b" (deleted)"));
         let res = if gone {
             Ok(None)
         } else {
-            self.commit_stage(w, &stage)
+            self.commit_stage(w, &stage, tpath)
         };
         if res.is_err() {
             RuleStats::bump(&w.stats.errors);
@@ -877,7 +878,13 @@ impl Engine {
         res
     }
 
-    fn commit_stage(&self, w: &Writer, stage: &file::Stage) -> io::Result<Option<Repoint>> {
+    /// The commit of a target still in place, whose path is `tpath`.
+    fn commit_stage(
+        &self,
+        w: &Writer,
+        stage: &file::Stage,
+        tpath: io::Result<Vec<u8>>,
+    ) -> io::Result<Option<Repoint>> {
         let file = &w.file;
         if file.failed.load(Ordering::Acquire) != 0 {
             return Err(errno(libc::EIO));
@@ -894,12 +901,7 @@ impl Engine {
         }
         w.stats.synced(t.elapsed());
         RuleStats::bump(&w.stats.sync_requests);
-        let target = file.sync_fd();
-        let tpath = platform::fd_path(target.as_fd())?;
-        if tpath.ends_with(b" (deleted)") {
-            // The target is gone: nothing to replace.
-            return Err(errno(libc::ENOENT));
-        }
+        let tpath = tpath?;
         let (parent, name) = split_path(&tpath);
         let name = CString::new(name).map_err(io::Error::other)?;
         let dir = platform::open_dir_path(bytes_path(parent))?;
