@@ -222,8 +222,27 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
 }
 
 /// /proc/PID/status of thread or process `pid`, if it is still there.
+///
+/// Read into a buffer the usual size of the file, so it takes one read and
+/// one end-of-file read: `fs::read_to_string` asks for the size (procfs
+/// says 0) and then took eight reads growing from 32 bytes, and this runs
+/// at every close of an atomic file and every request of another user.
 fn proc_status(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    loop {
+        if n == buf.len() {
+            buf.resize(2 * n, 0);
+        }
+        match f.read(&mut buf[n..]).ok()? {
+            0 => break,
+            r => n += r,
+        }
+    }
+    buf.truncate(n);
+    String::from_utf8(buf).ok()
 }
 
 /// The process (thread group) that thread `pid` belongs to; `pid` itself
@@ -265,5 +284,27 @@ mod tests {
         assert_eq!(parse_groups(s), vec![4, 24, 27, 1000]);
         assert_eq!(parse_groups("Groups:\t\n"), Vec::<u32>::new());
         assert_eq!(parse_groups("Name: y\n"), Vec::<u32>::new());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_threads_process_and_status_come_from_proc() {
+        let me = std::process::id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let link = std::fs::read_link("/proc/thread-self").unwrap();
+            let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            tx.send(tid).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, me);
+        assert_eq!(tgid(tid), me, "a live thread belongs to this process");
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        let status = proc_status(me).unwrap();
+        assert!(status.contains("\nTgid:\t") && status.contains("\nVmRSS:"));
+        assert!(status.ends_with('\n'), "read to its end: {status}");
     }
 }
