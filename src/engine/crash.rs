@@ -42,9 +42,31 @@ fn key_of(st: &platform::Stat) -> Key {
     platform::dev_ino(st)
 }
 
+/// A file or directory the simulator tracks: an fd on it, or a file handle
+/// reopened at each use.
+enum Held {
+    Fd(OwnedFd),
+    Handle(platform::FileHandleBuf),
+}
+
+/// An fd lent by a [`Held`]: its own, or one opened for this use.
+enum Lent<'a> {
+    Borrowed(BorrowedFd<'a>),
+    Owned(OwnedFd),
+}
+
+impl AsFd for Lent<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Lent::Borrowed(b) => *b,
+            Lent::Owned(o) => o.as_fd(),
+        }
+    }
+}
+
 struct FileUndo {
-    /// the file, open for reading and (where allowed) writing
-    fd: OwnedFd,
+    /// the file (held open for reading and, where allowed, writing)
+    held: Held,
     /// its size at its last sync
     durable_size: u64,
     /// page index -> slot in the undo file holding its contents at the sync
@@ -89,6 +111,15 @@ impl Record {
         }
     }
 
+    /// The directories it names.
+    fn dirs(&self) -> impl Iterator<Item = Key> {
+        let (a, b) = match self {
+            Record::Created { dir, .. } | Record::Removed { dir, .. } => (*dir, None),
+            Record::Renamed { from, to, .. } => (*from, Some(*to)),
+        };
+        std::iter::once(a).chain(b)
+    }
+
     fn victim(&self) -> Option<&Victim> {
         match self {
             Record::Created { .. } => None,
@@ -101,7 +132,10 @@ impl Record {
 struct State {
     files: HashMap<Key, FileUndo>,
     log: Vec<Record>,
-    dirs: HashMap<Key, OwnedFd>,
+    /// the directories the log names (held as `O_PATH`)
+    dirs: HashMap<Key, Held>,
+    /// how many of `files` and `dirs` are held by fd
+    fds: usize,
     slots: u64,
     free: Vec<u64>,
 }
@@ -171,6 +205,15 @@ pub struct CrashOutcome {
 pub struct CrashSim {
     root: OwnedFd,
     root_path: Vec<u8>,
+    root_dev: u64,
+    /// an fd to reopen file handles with; None where they do not work
+    mount: Option<OwnedFd>,
+    /// how many files and directories may be held by fd: a sixteenth of
+    /// the fd limit (the inode store has three quarters); past that, by
+    /// file handle where handles work, so tracking any number of files
+    /// costs no fd each (an app creating tens of thousands of files between
+    /// syncs otherwise ran the daemon out of fds)
+    fd_budget: usize,
     graves: OwnedFd,
     undo: OwnedFd,
     state: Mutex<State>,
@@ -231,6 +274,8 @@ impl CrashSim {
     pub fn new(root: BorrowedFd<'_>) -> io::Result<CrashSim> {
         let root = platform::reopen(root, libc::O_RDONLY | libc::O_DIRECTORY)?;
         let root_path = platform::fd_path(root.as_fd())?;
+        let root_dev = platform::dev_ino(&platform::stat_fd(root.as_fd())?).0;
+        let mount = platform::probe_handles(root.as_fd());
         if platform::stat_at(root.as_fd(), CRASH_DIR).is_ok() {
             remove_tree(root.as_fd(), CRASH_DIR)?;
         }
@@ -245,6 +290,9 @@ impl CrashSim {
         Ok(CrashSim {
             root,
             root_path,
+            root_dev,
+            mount,
+            fd_budget: (platform::nofile_limit() as usize / 16).max(16),
             graves,
             undo,
             state: Mutex::new(State::default()),
@@ -269,6 +317,57 @@ impl CrashSim {
         self.state.lock().expect("crash state poisoned")
     }
 
+    /// Holds the inode behind `fd` (attributes `st`): reopened with `flags`
+    /// (`O_RDWR` falls back to `O_RDONLY`) while under the fd budget, else
+    /// by file handle where handles work on it. `fds` counts the fds held.
+    fn hold(
+        &self,
+        fds: &mut usize,
+        fd: BorrowedFd<'_>,
+        st: &platform::Stat,
+        flags: i32,
+    ) -> io::Result<Held> {
+        if *fds >= self.fd_budget
+            && platform::dev_ino(st).0 == self.root_dev
+            && self.mount.is_some()
+            && let Ok(h) = platform::name_to_handle(fd)
+        {
+            return Ok(Held::Handle(h));
+        }
+        let own = platform::reopen(fd, flags).or_else(|e| {
+            if flags & libc::O_ACCMODE == libc::O_RDWR {
+                platform::reopen(fd, libc::O_RDONLY)
+            } else {
+                Err(e)
+            }
+        })?;
+        *fds += 1;
+        Ok(Held::Fd(own))
+    }
+
+    /// An fd on a held inode: its own, or opened from its handle with
+    /// `flags` (`O_RDWR` falls back to `O_RDONLY`, as when it was held).
+    fn lend<'a>(&self, held: &'a Held, flags: i32) -> io::Result<Lent<'a>> {
+        match held {
+            Held::Fd(fd) => Ok(Lent::Borrowed(fd.as_fd())),
+            Held::Handle(h) => {
+                let mount = self
+                    .mount
+                    .as_ref()
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+                platform::open_by_handle(mount.as_fd(), h, flags)
+                    .or_else(|e| {
+                        if flags & libc::O_ACCMODE == libc::O_RDWR {
+                            platform::open_by_handle(mount.as_fd(), h, libc::O_RDONLY)
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map(Lent::Owned)
+            }
+        }
+    }
+
     /// Called before `len` bytes at `offset` of the file behind `fd` change
     /// (a write, copy, hole punch): saves the pages it overwrites that were
     /// durable.
@@ -279,10 +378,9 @@ impl CrashSim {
         let file = match s.files.entry(key_of(&st)) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let fd = platform::reopen(fd, libc::O_RDWR)
-                    .or_else(|_| platform::reopen(fd, libc::O_RDONLY))?;
+                let held = self.hold(&mut s.fds, fd, &st, libc::O_RDWR)?;
                 v.insert(FileUndo {
-                    fd,
+                    held,
                     durable_size: st.st_size as u64,
                     pages: BTreeMap::new(),
                     truncated_to: None,
@@ -294,11 +392,16 @@ impl CrashSim {
         }
         let last = (offset + len - 1).min(file.durable_size - 1) / PAGE;
         let mut page = [0u8; PAGE as usize];
+        let mut own = None;
         for p in offset / PAGE..=last {
             if file.pages.contains_key(&p) {
                 continue;
             }
-            let n = platform::pread(file.fd.as_fd(), &mut page, p * PAGE)?;
+            if own.is_none() {
+                own = Some(self.lend(&file.held, libc::O_RDONLY)?);
+            }
+            let own = own.as_ref().expect("just set");
+            let n = platform::pread(own.as_fd(), &mut page, p * PAGE)?;
             page[n..].fill(0);
             let slot = s.free.pop().unwrap_or_else(|| {
                 s.slots += 1;
@@ -329,6 +432,7 @@ impl CrashSim {
         };
         let mut s = self.state();
         if let Some(f) = s.files.remove(&key_of(&st)) {
+            s.fds -= usize::from(matches!(f.held, Held::Fd(_)));
             s.free.extend(f.pages.into_values());
         }
         if s.slots > 0 && s.free.len() as u64 == s.slots {
@@ -358,6 +462,16 @@ impl CrashSim {
             } else {
                 true
             }
+        });
+        // Directories named only by changes now durable are let go.
+        let named: std::collections::HashSet<Key> = s.log.iter().flat_map(Record::dirs).collect();
+        let State { dirs, fds, .. } = &mut *s;
+        dirs.retain(|k, h| {
+            let keep = named.contains(k);
+            if !keep && matches!(h, Held::Fd(_)) {
+                *fds -= 1;
+            }
+            keep
         });
         drop(s);
         for g in done {
@@ -408,10 +522,12 @@ impl CrashSim {
         Ok(Prepared { victim })
     }
 
-    fn dir_key(s: &mut State, fd: BorrowedFd<'_>) -> io::Result<Key> {
-        let key = key_of(&platform::stat_fd(fd)?);
-        if let std::collections::hash_map::Entry::Vacant(v) = s.dirs.entry(key) {
-            v.insert(platform::reopen(fd, platform::O_PATH)?);
+    fn dir_key(&self, s: &mut State, fd: BorrowedFd<'_>) -> io::Result<Key> {
+        let st = platform::stat_fd(fd)?;
+        let key = key_of(&st);
+        if !s.dirs.contains_key(&key) {
+            let held = self.hold(&mut s.fds, fd, &st, platform::O_PATH)?;
+            s.dirs.insert(key, held);
         }
         Ok(key)
     }
@@ -429,11 +545,11 @@ impl CrashSim {
         let rec = (|| -> io::Result<Record> {
             Ok(match change {
                 Change::Create { dir, name } => Record::Created {
-                    dir: Self::dir_key(&mut s, dir)?,
+                    dir: self.dir_key(&mut s, dir)?,
                     name: name.to_owned(),
                 },
                 Change::Remove { dir, name } => Record::Removed {
-                    dir: Self::dir_key(&mut s, dir)?,
+                    dir: self.dir_key(&mut s, dir)?,
                     name: name.to_owned(),
                     victim: prep.victim,
                 },
@@ -444,9 +560,9 @@ impl CrashSim {
                     to_name,
                     flags,
                 } => Record::Renamed {
-                    from: Self::dir_key(&mut s, from)?,
+                    from: self.dir_key(&mut s, from)?,
                     from_name: from_name.to_owned(),
-                    to: Self::dir_key(&mut s, to)?,
+                    to: self.dir_key(&mut s, to)?,
                     to_name: to_name.to_owned(),
                     victim: prep.victim,
                     exchange: flags & platform::RENAME_EXCHANGE != 0,
@@ -475,9 +591,14 @@ impl CrashSim {
             .files
             .values()
             .map(|f| {
-                let size = platform::stat_fd(f.fd.as_fd()).map_or(0, |st| st.st_size as u64);
+                let fd = self.lend(&f.held, platform::O_PATH);
+                let size = fd
+                    .as_ref()
+                    .ok()
+                    .and_then(|fd| platform::stat_fd(fd.as_fd()).ok())
+                    .map_or(0, |st| st.st_size as u64);
                 serde_json::json!({
-                    "path": self.path_of(f.fd.as_fd()),
+                    "path": fd.map(|fd| self.path_of(fd.as_fd())).unwrap_or_default(),
                     "durable_size": f.durable_size,
                     "size": size,
                     "overwritten_pages": f.pages.len(),
@@ -491,6 +612,7 @@ impl CrashSim {
             let dir = s
                 .dirs
                 .get(k)
+                .and_then(|h| self.lend(h, platform::O_PATH).ok())
                 .map(|fd| self.path_of(fd.as_fd()))
                 .unwrap_or_default();
             let n = String::from_utf8_lossy(n.to_bytes()).into_owned();
@@ -551,6 +673,8 @@ impl CrashSim {
                 out.errors += warn("undoing a directory change", &e);
             }
         }
+        s.dirs.clear();
+        s.fds = 0;
         s.free.clear();
         s.slots = 0;
         if let Err(e) = platform::ftruncate(self.undo.as_fd(), 0) {
@@ -588,7 +712,11 @@ impl CrashSim {
             Some(t) if coin() => t,
             _ => f.durable_size,
         };
-        let size = match platform::stat_fd(f.fd.as_fd()) {
+        let fd = match self.lend(&f.held, libc::O_RDWR) {
+            Ok(fd) => fd,
+            Err(e) => return errors + warn("reopening a file", &e),
+        };
+        let size = match platform::stat_fd(fd.as_fd()) {
             Ok(st) => st.st_size as u64,
             Err(e) => return errors + warn("reading a file's size", &e),
         };
@@ -603,7 +731,7 @@ impl CrashSim {
             }
             let len = (floor - p * PAGE).min(PAGE) as usize;
             let r = platform::pread(self.undo.as_fd(), &mut page, slot * PAGE)
-                .and_then(|_| platform::pwrite(f.fd.as_fd(), &page[..len], p * PAGE));
+                .and_then(|_| platform::pwrite(fd.as_fd(), &page[..len], p * PAGE));
             match r {
                 Ok(_) => out.pages_restored += 1,
                 Err(e) => errors += warn("restoring a page", &e),
@@ -619,7 +747,7 @@ impl CrashSim {
                 } else {
                     let len = (size - p * PAGE).min(PAGE);
                     let r = platform::fallocate(
-                        f.fd.as_fd(),
+                        fd.as_fd(),
                         platform::FALLOC_FL_PUNCH_HOLE | platform::FALLOC_FL_KEEP_SIZE,
                         p * PAGE,
                         len,
@@ -633,18 +761,19 @@ impl CrashSim {
         if size != keep_to {
             // A size restored past the current end is zero-filled there:
             // the durable pages beyond it come back from the undo file.
-            if let Err(e) = platform::ftruncate(f.fd.as_fd(), keep_to) {
+            if let Err(e) = platform::ftruncate(fd.as_fd(), keep_to) {
                 errors += warn("restoring a file's size", &e);
             }
         }
         errors
     }
 
-    fn dir<'a>(&self, s: &'a State, k: &Key) -> io::Result<BorrowedFd<'a>> {
-        s.dirs
+    fn dir<'a>(&self, s: &'a State, k: &Key) -> io::Result<Lent<'a>> {
+        let held = s
+            .dirs
             .get(k)
-            .map(|fd| fd.as_fd())
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
+        self.lend(held, platform::O_PATH | libc::O_DIRECTORY)
     }
 
     fn restore(&self, victim: &Victim, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
@@ -661,15 +790,15 @@ impl CrashSim {
 
     fn undo(&self, s: &State, r: &Record) -> io::Result<()> {
         match r {
-            Record::Created { dir, name } => match remove_tree(self.dir(s, dir)?, name) {
+            Record::Created { dir, name } => match remove_tree(self.dir(s, dir)?.as_fd(), name) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
                 r => r,
             },
             Record::Removed { dir, name, victim } => match victim {
                 Some(v) => {
                     let dir = self.dir(s, dir)?;
-                    let _ = remove_tree(dir, name);
-                    self.restore(v, dir, name)
+                    let _ = remove_tree(dir.as_fd(), name);
+                    self.restore(v, dir.as_fd(), name)
                 }
                 None => Ok(()),
             },
@@ -682,6 +811,7 @@ impl CrashSim {
                 exchange,
             } => {
                 let (from, to) = (self.dir(s, from)?, self.dir(s, to)?);
+                let (from, to) = (from.as_fd(), to.as_fd());
                 if *exchange {
                     return platform::rename_at(
                         to,
@@ -785,21 +915,27 @@ mod tests {
 
     #[test]
     fn only_overwritten_durable_pages_are_saved_and_a_crash_restores_them() {
-        let t = sim();
-        let f = t.durable_file(c"f", 3);
-        let before = contents(&f);
-        // Straddles pages 1 and 2: both saved, once each.
-        t.write(&f, &[0xee; 100], 2 * PAGE - 50);
-        t.write(&f, &[0xdd; 10], 2 * PAGE + 5);
-        assert_eq!(t.slots_in_use(), 2);
-        // Appends overwrite nothing durable: nothing saved.
-        t.write(&f, &[0xcc; 3 * PAGE as usize], 3 * PAGE);
-        assert_eq!(t.slots_in_use(), 2);
-        let out = t.sim.crash(CrashMode::LoseAll, false);
-        assert_eq!(out.files, 1);
-        assert_eq!(out.pages_restored, 2);
-        assert_eq!(out.errors, 0);
-        assert!(contents(&f) == before, "not rolled back");
+        // Held by fd, and (budget 0) by file handle where handles work.
+        for budget in [16, 0] {
+            let mut t = sim();
+            t.sim.fd_budget = budget;
+            let f = t.durable_file(c"f", 3);
+            let before = contents(&f);
+            // Straddles pages 1 and 2: both saved, once each.
+            t.write(&f, &[0xee; 100], 2 * PAGE - 50);
+            t.write(&f, &[0xdd; 10], 2 * PAGE + 5);
+            assert_eq!(t.slots_in_use(), 2);
+            let by_handle = t.sim.state().fds == 0;
+            assert_eq!(by_handle, budget == 0 && t.sim.mount.is_some());
+            // Appends overwrite nothing durable: nothing saved.
+            t.write(&f, &[0xcc; 3 * PAGE as usize], 3 * PAGE);
+            assert_eq!(t.slots_in_use(), 2);
+            let out = t.sim.crash(CrashMode::LoseAll, false);
+            assert_eq!(out.files, 1);
+            assert_eq!(out.pages_restored, 2);
+            assert_eq!(out.errors, 0);
+            assert!(contents(&f) == before, "not rolled back (budget {budget})");
+        }
     }
 
     #[test]
@@ -870,7 +1006,17 @@ mod tests {
             t.sim.record(c, prep, true);
         };
         make(c"kept");
+        let held = |sim: &CrashSim| {
+            let s = sim.state();
+            (s.dirs.len(), s.fds)
+        };
+        assert_eq!(held(&t.sim), (1, 1), "the changed directory is held");
         t.sim.dir_synced(root);
+        assert_eq!(
+            held(&t.sim),
+            (0, 0),
+            "and let go once its changes are durable"
+        );
         make(c"lost");
         // An unsynced unlink of a durable file is undone from the graveyard.
         let gone = Change::Remove {
@@ -883,6 +1029,7 @@ mod tests {
         let out = t.sim.crash(CrashMode::LoseAll, false);
         assert_eq!(out.dir_changes_undone, 2);
         assert_eq!(out.errors, 0);
+        assert_eq!(held(&t.sim), (0, 0), "nothing held after the crash");
         assert!(
             platform::stat_at(root, c"kept").is_ok(),
             "the unlink survived"

@@ -128,7 +128,7 @@ impl InodeStore {
     /// by file handle.
     pub fn new(root_fd: OwnedFd, root_stat: &Stat, fd_budget: usize) -> Self {
         let key = platform::dev_ino(root_stat);
-        let mount_fd = probe_handles(root_fd.as_fd());
+        let mount_fd = platform::probe_handles(root_fd.as_fd()).map(Arc::new);
         let root = Arc::new(Inode {
             id: ROOT_ID,
             generation: 0,
@@ -297,13 +297,4 @@ impl InodeStore {
     pub fn is_empty(&self) -> bool {
         self.len() <= 1
     }
-}
-
-/// Whether file handles work on the backing filesystem for this process:
-/// returns an fd to reopen them with, or None.
-fn probe_handles(root: BorrowedFd<'_>) -> Option<Arc<OwnedFd>> {
-    let mount = platform::reopen(root, libc::O_RDONLY | libc::O_DIRECTORY).ok()?;
-    let h = platform::name_to_handle(root).ok()?;
-    platform::open_by_handle(mount.as_fd(), &h, platform::O_PATH).ok()?;
-    Some(Arc::new(mount))
 }

@@ -57,6 +57,19 @@ pub const EIO: i32 = ::windows_sys::Win32::Foundation::ERROR_IO_DEVICE as i32;
 /// The OS's error code for "an I/O error".
 pub const EIO: i32 = 5;
 pub use counters::{SyncCounts, sync_counts};
+
+/// Whether file handles (`name_to_handle_at`/`open_by_handle_at`) work on
+/// the filesystem of `root` for this process (they need
+/// CAP_DAC_READ_SEARCH, and a filesystem that exports them): returns an fd
+/// to reopen them with, or None. Never on macOS.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub fn probe_handles(root: std::os::fd::BorrowedFd<'_>) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let mount = reopen(root, libc::O_RDONLY | libc::O_DIRECTORY).ok()?;
+    let h = name_to_handle(root).ok()?;
+    open_by_handle(mount.as_fd(), &h, O_PATH).ok()?;
+    Some(mount)
+}
 pub use durable::{Access, DurableFile, DurableFileIn, Os, RenameMode};
 
 /// The durable-IO system calls of the OS the crate is built for.

@@ -163,6 +163,12 @@ impl Mount {
 
     /// A mount with extra `durafs mount` arguments (`--policy FILE`, `-o X`).
     pub fn with_args(args: &[&str]) -> Self {
+        Self::under(&[], args)
+    }
+
+    /// A mount whose daemon runs under the command `wrapper` (which must
+    /// exec it, as `prlimit --nofile=N:N` does, so the pid stays the daemon's).
+    pub fn under(wrapper: &[&str], args: &[&str]) -> Self {
         #[cfg(unix)]
         assert!(Path::new(FUSE.0).exists(), "{}", FUSE.1);
         let dir = tempfile::Builder::new()
@@ -174,13 +180,26 @@ impl Mount {
         std::fs::create_dir(&backing).unwrap();
         #[cfg(unix)]
         std::fs::create_dir(&mnt).unwrap();
-        let mut m = Self::start(dir, backing, mnt, args);
+        let mut m = Self::start(dir, backing, mnt, wrapper, args);
         m.wait_ready();
         m
     }
 
-    fn start(dir: tempfile::TempDir, backing: PathBuf, mnt: PathBuf, args: &[&str]) -> Self {
-        let mut cmd = Command::new(durafs_bin());
+    fn start(
+        dir: tempfile::TempDir,
+        backing: PathBuf,
+        mnt: PathBuf,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> Self {
+        let mut cmd = match wrapper {
+            [] => Command::new(durafs_bin()),
+            [w, rest @ ..] => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(durafs_bin());
+                c
+            }
+        };
         // On Windows the volume always serves in the foreground, and its
         // stdin is how the helper stops it.
         #[cfg(unix)]
