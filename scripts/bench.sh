@@ -146,41 +146,64 @@ fio4k() { # dir name jobs extra...
     --time_based --runtime=$runtime --ioengine=psync --group_reporting "$@"
   rm -f "$dir/$name"*
 }
-row() { # label unit durafs rival rival-name
-  python3 -c "print('%-44s %-6s %10s %10s   %6.2fx  (vs %s)' % ('$1', '$2', '$3', '$4', $3/$4, '$5'))"
+# Each row runs $rounds rounds, durafs and its rival alternating, and shows
+# the median of each side, the ratio of the medians and every round's
+# ratio: on these machines one disk-bound run swings by 2x either way, and a
+# single pair of runs said more about the disk than about durafs.
+rounds=3
+row() { # label unit "durafs figures" "rival figures" rival-name
+  python3 - "$@" <<'PY'
+import statistics, sys
+label, unit, a, b, name = sys.argv[1:6]
+a = [float(x) for x in a.split()]; b = [float(x) for x in b.split()]
+ma, mb = statistics.median(a), statistics.median(b)
+each = ' '.join('%.2f' % (x / y) for x, y in zip(a, b))
+print('%-44s %-6s %10.1f %10.1f   %6.2fx  (vs %s; rounds %s)' % (label, unit, ma, mb, ma / mb, name, each))
+PY
 }
 echo
-echo "durability rows (durafs with the policy vs its rival; ratio > 1: durafs faster)"
+echo "durability rows (durafs with the policy vs its rival, median of $rounds alternating rounds; ratio > 1: durafs faster)"
 for jobs in 1 4; do
-  a=$(fio4k "$work/d-always" al$jobs $jobs)
-  n=$(fio4k "$work/native" al$jobs $jobs --fdatasync=1)
-  e=$(fio4k "$work/ext4sync" al$jobs $jobs)
+  a=; n=; e=
+  for _ in $(seq $rounds); do
+    a+=" $(fio4k "$work/d-always" al$jobs $jobs)"
+    n+=" $(fio4k "$work/native" al$jobs $jobs --fdatasync=1)"
+    e+=" $(fio4k "$work/ext4sync" al$jobs $jobs)"
+  done
   row "sync=always, $jobs writer(s), 4 KiB writes" IOPS "$a" "$n" "native write+fdatasync"
   row "sync=always, $jobs writer(s), 4 KiB writes" IOPS "$a" "$e" "ext4 -o sync,dirsync"
 done
 # The same 4 writers on one shared file: the case group commit is for.
-a=$(fio4k "$work/d-always" alsh 4 --filename=alshared); rm -f "$work/d-always/alshared"
-n=$(fio4k "$work/native" alsh 4 --filename=alshared --fdatasync=1); rm -f "$work/native/alshared"
-row "sync=always, 4 writers on one file, 4 KiB" IOPS "$a" "$n" "native write+fdatasync"
-a=$("$fsbench" rewrite "$work/d-atomic" 500 | awk '{print $2}')
-n=$("$fsbench" replace "$work/native" 500 | awk '{print $2}')
-rm -f "$work/native/config"*
-row "write=atomic: O_TRUNC rewrite vs by-hand" ops/s "$a" "$n" "native tmp+fsync+rename+dir-fsync"
-a=$(fio_run "$work/d-append" app bw --rw=write --bs=4k --size=256M --ioengine=psync)
-n=$(fio_run "$work/native" app bw --rw=write --bs=4k --size=256M --ioengine=psync)
-rm -f "$work/d-append/app"* "$work/native/app"*
-row "write=append, interval 200ms, 4 KiB stream" MiB/s "$a" "$n" "native buffered"
-for j in seqw create; do
-  case $j in
-    seqw) c=$(fio_run "$work/d-crash" seqw bw --rw=write --bs=1M --size=$seqsize --end_fsync=1 --ioengine=psync)
-          p=$(fio_run "$work/durafs" seqw bw --rw=write --bs=1M --size=$seqsize --end_fsync=1 --ioengine=psync)
-          o=$(fio_run "$work/d-nopt" seqw bw --rw=write --bs=1M --size=$seqsize --end_fsync=1 --ioengine=psync)
-          rm -f "$work/d-crash/seqw"* "$work/durafs/seqw"* "$work/d-nopt/seqw"*; u=MiB/s; l="1 MiB sequential write (+fsync)";;
-    create) mkdir -p "$work/d-crash/meta" "$work/durafs/meta"
-          c=$("$fsbench" create "$work/d-crash/meta" $nfiles | awk '{print $2}')
-          p=$("$fsbench" create "$work/durafs/meta" $nfiles | awk '{print $2}')
-          rm -rf "$work/d-crash/meta" "$work/durafs/meta"; u=ops/s; l="create $nfiles small files";;
-  esac
-  row "--crash-sim: $l" "$u" "$c" "$p" "durafs passthrough"
-  if [ "$j" = seqw ]; then row "--crash-sim: $l" "$u" "$c" "$o" "durafs passthrough, daemon IO"; fi
+a=; n=
+for _ in $(seq $rounds); do
+  a+=" $(fio4k "$work/d-always" alsh 4 --filename=alshared)"; rm -f "$work/d-always/alshared"
+  n+=" $(fio4k "$work/native" alsh 4 --filename=alshared --fdatasync=1)"; rm -f "$work/native/alshared"
 done
+row "sync=always, 4 writers on one file, 4 KiB" IOPS "$a" "$n" "native write+fdatasync"
+a=; n=
+for _ in $(seq $rounds); do
+  a+=" $("$fsbench" rewrite "$work/d-atomic" 500 | awk '{print $2}')"
+  n+=" $("$fsbench" replace "$work/native" 500 | awk '{print $2}')"
+  rm -f "$work/native/config"*
+done
+row "write=atomic: O_TRUNC rewrite vs by-hand" ops/s "$a" "$n" "native tmp+fsync+rename+dir-fsync"
+a=; n=
+for _ in $(seq $rounds); do
+  a+=" $(fio_run "$work/d-append" app bw --rw=write --bs=4k --size=256M --ioengine=psync)"
+  n+=" $(fio_run "$work/native" app bw --rw=write --bs=4k --size=256M --ioengine=psync)"
+  rm -f "$work/d-append/app"* "$work/native/app"*
+done
+row "write=append, interval 200ms, 4 KiB stream" MiB/s "$a" "$n" "native buffered"
+seqw() { fio_run "$1" seqw bw --rw=write --bs=1M --size=$seqsize --end_fsync=1 --ioengine=psync; rm -f "$1"/seqw*; }
+create() { mkdir -p "$1/meta"; "$fsbench" create "$1/meta" $nfiles | awk '{print $2}'; rm -rf "$1/meta"; }
+c=; p=; o=
+for _ in $(seq $rounds); do
+  c+=" $(seqw "$work/d-crash")"; p+=" $(seqw "$work/durafs")"; o+=" $(seqw "$work/d-nopt")"
+done
+row "--crash-sim: 1 MiB sequential write (+fsync)" MiB/s "$c" "$p" "durafs passthrough"
+row "--crash-sim: 1 MiB sequential write (+fsync)" MiB/s "$c" "$o" "durafs passthrough, daemon IO"
+c=; p=
+for _ in $(seq $rounds); do
+  c+=" $(create "$work/d-crash")"; p+=" $(create "$work/durafs")"
+done
+row "--crash-sim: create $nfiles small files" ops/s "$c" "$p" "durafs passthrough"
