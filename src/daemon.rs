@@ -392,6 +392,8 @@ struct MountState {
     socket: PathBuf,
     /// where the HTTP metrics endpoint listens, if it does
     metrics: std::sync::Mutex<Option<std::net::SocketAddr>>,
+    /// tells the kernel to drop what it cached (after a simulated crash)
+    notifier: fuser::Notifier,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -515,6 +517,7 @@ impl MountState {
             }
         }
         let out = sim.crash(mode, !keep);
+        self.forget_stale(&out.stale);
         if !keep {
             let mp = self.mountpoint.clone();
             std::thread::spawn(move || {
@@ -525,6 +528,33 @@ impl MountState {
             });
         }
         serde_json::json!({ "ok": true, "outcome": out, "unmounted": !keep })
+    }
+
+    /// Tells the kernel to drop its cached attributes, data and names of
+    /// what a crash changed (those it holds: the rest it will look up).
+    fn forget_stale(&self, stale: &crate::engine::Stale) {
+        let mut sent = 0usize;
+        for &key in &stale.inodes {
+            if let Some(node) = self.fs.node_of(key) {
+                // Offset 0, length 0: attributes and every cached page.
+                sent += usize::from(
+                    self.notifier
+                        .inval_inode(fuser::INodeNo(node), 0, 0)
+                        .is_ok(),
+                );
+            }
+        }
+        for (dir, name) in &stale.entries {
+            if let Some(node) = self.fs.node_of(*dir) {
+                let name = std::ffi::OsStr::from_bytes(name.to_bytes());
+                sent += usize::from(
+                    self.notifier
+                        .inval_entry(fuser::INodeNo(node), name)
+                        .is_ok(),
+                );
+            }
+        }
+        tracing::debug!("after the crash: {sent} kernel cache entries dropped");
     }
 
     fn fault(&self, args: &str) -> serde_json::Value {
@@ -741,6 +771,7 @@ pub fn serve(
         threads: opts.threads,
         socket: control::socket_path(&mountpoint, platform::geteuid()),
         metrics: std::sync::Mutex::new(None),
+        notifier: session.notifier(),
     });
     if let Some(listener) = metrics_listener {
         let st = state.clone();

@@ -64,8 +64,7 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
         /// Track everything not yet durable so `durafs crash` can simulate a
-        /// power cut (see the README's persistence model). Attribute and
-        /// entry caching default to 0 on such a mount.
+        /// power cut (see the README's persistence model).
         #[arg(long)]
         crash_sim: bool,
         /// Faults to set at mount: a TOML file of [[fault]] tables with the
@@ -246,21 +245,6 @@ pub fn main() -> ExitCode {
             } => match MountOptions::parse(&options)
                 .and_then(|mut o| {
                     o.crash_sim |= crash_sim;
-                    if o.crash_sim {
-                        // The kernel must not answer from caches a crash made stale.
-                        if !options
-                            .iter()
-                            .any(|s| s.contains("attr-timeout") || s.contains("attr_timeout"))
-                        {
-                            o.attr_timeout = std::time::Duration::ZERO;
-                        }
-                        if !options
-                            .iter()
-                            .any(|s| s.contains("entry-timeout") || s.contains("entry_timeout"))
-                        {
-                            o.entry_timeout = std::time::Duration::ZERO;
-                        }
-                    }
                     o.policy = one_of("policy", policy.clone(), o.policy.take())?;
                     o.faults_file = one_of("faults", faults.clone(), o.faults_file.take())?;
                     if let Some(f) = &o.faults_file {

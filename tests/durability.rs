@@ -86,6 +86,15 @@ fn read(p: &Path) -> Option<Vec<u8>> {
     fs::read(p).ok()
 }
 
+/// Up to `len` bytes from the start of an open file.
+fn read_at(f: &File, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; len];
+    let n = f.read_at(&mut buf, 0).unwrap();
+    buf.truncate(n);
+    buf
+}
+
 // --- the model itself -----------------------------------------------------
 
 #[test]
@@ -171,6 +180,56 @@ fn torn_crash_keeps_a_reproducible_subset_of_pages() {
     assert!(
         a.chunks(4096).all(|p| p.iter().all(|&x| x == p[0])),
         "a page was torn inside"
+    );
+}
+
+/// After `durafs crash --keep-mounted` the mount shows the post-crash state
+/// at once, whatever the kernel had cached: attributes, pages (through a
+/// descriptor opened before the crash), names made and names removed.
+#[test]
+fn a_crash_that_keeps_the_mount_leaves_no_stale_cache() {
+    let p = PolicyFile::new(PLAIN);
+    let m = Mount::with_args(&[
+        "--crash-sim",
+        "-o",
+        "attr-timeout=60,entry-timeout=60",
+        "--policy",
+        p.0.to_str().unwrap(),
+    ]);
+    for name in ["f", "gone"] {
+        let mut f = File::create(m.m(name)).unwrap();
+        f.write_all(b"old").unwrap();
+        f.sync_all().unwrap();
+    }
+    fsync_dir(&m.mnt);
+    let mut reader = File::open(m.m("f")).unwrap();
+    let mut buf = Vec::new();
+    reader.read_to_end(&mut buf).unwrap();
+    fs::write(m.m("f"), b"NEW DATA").unwrap();
+    fs::write(m.m("made"), b"x").unwrap();
+    fs::remove_file(m.m("gone")).unwrap();
+    // All of it now in the kernel's caches.
+    assert_eq!(fs::metadata(m.m("f")).unwrap().len(), 8);
+    assert!(m.m("made").exists() && !m.m("gone").exists());
+    assert_eq!(read_at(&reader, 16), b"NEW DATA");
+
+    ok_stdout(&durafs(&[
+        "crash".as_ref(),
+        "--keep-mounted".as_ref(),
+        m.mnt.as_os_str(),
+    ]));
+    assert!(m.is_mounted());
+    assert_eq!(fs::metadata(m.m("f")).unwrap().len(), 3, "stale size");
+    assert_eq!(read(&m.m("f")).unwrap(), b"old");
+    assert_eq!(read_at(&reader, 16), b"old", "stale pages");
+    assert!(
+        !m.m("made").exists(),
+        "a name the crash undid is still seen"
+    );
+    assert_eq!(
+        read(&m.m("gone")).unwrap(),
+        b"old",
+        "a removed name stays gone"
     );
 }
 

@@ -112,10 +112,23 @@ impl Record {
     }
 
     /// The directories it names.
-    fn dirs(&self) -> impl Iterator<Item = Key> {
+    fn dirs(&self) -> impl Iterator<Item = Key> + '_ {
+        self.names().map(|(d, _)| *d)
+    }
+
+    /// The names it changed, each with its directory.
+    fn names(&self) -> impl Iterator<Item = (&Key, &CString)> {
         let (a, b) = match self {
-            Record::Created { dir, .. } | Record::Removed { dir, .. } => (*dir, None),
-            Record::Renamed { from, to, .. } => (*from, Some(*to)),
+            Record::Created { dir, name } | Record::Removed { dir, name, .. } => {
+                ((dir, name), None)
+            }
+            Record::Renamed {
+                from,
+                from_name,
+                to,
+                to_name,
+                ..
+            } => ((from, from_name), Some((to, to_name))),
         };
         std::iter::once(a).chain(b)
     }
@@ -199,6 +212,20 @@ pub struct CrashOutcome {
     pub dir_changes_undone: usize,
     /// steps that failed (logged one by one)
     pub errors: usize,
+    /// what the kernel may have cached that the crash changed
+    #[serde(skip)]
+    pub stale: Stale,
+}
+
+/// What a crash changed under the kernel's caches: the frontend tells the
+/// kernel to forget them, so the mount shows the post-crash state at once
+/// (and can keep its usual attribute and entry caching).
+#[derive(Debug, Default, Clone)]
+pub struct Stale {
+    /// backing (dev, ino) of inodes whose data or attributes changed
+    pub inodes: Vec<(u64, u64)>,
+    /// names that were made, removed or moved: (directory's (dev, ino), name)
+    pub entries: Vec<((u64, u64), CString)>,
 }
 
 /// The crash simulator of one mount.
@@ -662,9 +689,10 @@ impl CrashSim {
         // Files in a stable order, so a seed always tears the same way.
         let mut files: Vec<(Key, FileUndo)> = s.files.drain().collect();
         files.sort_by_key(|(k, _)| *k);
-        for (_, f) in &files {
+        for (k, f) in &files {
             out.files += 1;
             out.errors += self.roll_back(f, &mut coin, &mut out);
+            out.stale.inodes.push(*k);
         }
         let log = std::mem::take(&mut s.log);
         for r in log.iter().rev() {
@@ -673,6 +701,21 @@ impl CrashSim {
                 out.errors += warn("undoing a directory change", &e);
             }
         }
+        for r in &log {
+            for (dir, name) in r.names() {
+                out.stale.inodes.push(*dir);
+                // What the name holds now (a restored file, a moved-back
+                // directory) has another link count or parent.
+                if let Ok(d) = self.dir(&s, dir)
+                    && let Ok(st) = platform::stat_at(d.as_fd(), name)
+                {
+                    out.stale.inodes.push(key_of(&st));
+                }
+                out.stale.entries.push((*dir, name.clone()));
+            }
+        }
+        out.stale.inodes.sort_unstable();
+        out.stale.inodes.dedup();
         s.dirs.clear();
         s.fds = 0;
         s.free.clear();

@@ -54,7 +54,7 @@ mod stats;
 pub use active::{ActivePolicy, Reloaded};
 pub use commit::{Covered, GroupCommit};
 #[cfg(any(target_os = "linux", target_os = "macos"))]
-pub use crash::{Change, CrashMode, CrashOutcome, CrashSim};
+pub use crash::{Change, CrashMode, CrashOutcome, CrashSim, Stale};
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use fault::{FaultOp, Faults, Hit};
 #[cfg(any(target_os = "linux", target_os = "macos"))]

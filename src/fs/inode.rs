@@ -176,6 +176,13 @@ impl InodeStore {
             .unwrap_or(ino)
     }
 
+    /// The node standing for backing inode `key` ((dev, ino)), if the
+    /// kernel holds one.
+    pub fn id_of(&self, key: (u64, u64)) -> Option<u64> {
+        let maps = self.maps.read().expect("inode store poisoned");
+        maps.by_key.get(&key).copied()
+    }
+
     /// Takes one lookup reference on the inode with backing attributes `st`,
     /// if it is already known.
     pub fn ref_existing(&self, st: &Stat) -> Option<Arc<Inode>> {

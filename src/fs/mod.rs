@@ -151,6 +151,12 @@ impl PassthroughFs {
         self.handles.file(fh).ok().map(|h| self.rel_path(h.fd()))
     }
 
+    /// The node id the kernel knows backing inode `key` ((dev, ino)) by, if
+    /// it holds one.
+    pub fn node_of(&self, key: (u64, u64)) -> Option<u64> {
+        self.inodes.id_of(key)
+    }
+
     /// How many inodes the kernel holds references to (the root included).
     pub fn inode_count(&self) -> usize {
         self.inodes.len()
