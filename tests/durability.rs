@@ -260,6 +260,15 @@ fn files_past_the_fd_limit_are_tracked_and_rolled_back() {
         fs::write(unsynced.join(i.to_string()), b"unsynced").unwrap();
     }
     fsync_dir(&unsynced);
+    // And as many directories with a change of their own.
+    let dirs = m.m("dirs");
+    fs::create_dir(&dirs).unwrap();
+    fsync_dir(&m.mnt);
+    for i in 0..n {
+        let d = dirs.join(i.to_string());
+        fs::create_dir(&d).unwrap();
+        fs::write(d.join("f"), b"").unwrap();
+    }
     let report = ok_stdout(&durafs(&[
         "crash".as_ref(),
         "--report".as_ref(),
@@ -273,12 +282,29 @@ fn files_past_the_fd_limit_are_tracked_and_rolled_back() {
     assert_eq!(f["overwritten_pages"], 1, "{f}");
     let f = files.iter().find(|f| f["path"] == "unsynced/999").unwrap();
     assert_eq!(f["size"], 8, "{f}");
-    crash(&m);
+    let changes = report["dir_changes"].as_array().unwrap();
+    assert!(
+        changes.iter().any(|c| c["path"] == "dirs/999/f"),
+        "a change in a handle-held directory is named"
+    );
+    let out = ok_stdout(&durafs(&[
+        "crash".as_ref(),
+        "--json".as_ref(),
+        m.mnt.as_os_str(),
+    ]));
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["outcome"]["errors"], 0, "{out}");
+    assert!(!m.is_mounted(), "still mounted after the crash");
     for i in 0..n {
         let name = i.to_string();
         assert_eq!(read(&m.b("synced").join(&name)).unwrap(), b"old", "{name}");
         assert_eq!(read(&m.b("unsynced").join(&name)).unwrap(), b"", "{name}");
     }
+    assert_eq!(
+        fs::read_dir(m.b("dirs")).unwrap().count(),
+        0,
+        "a directory made survived"
+    );
 }
 
 // --- strategies and triggers under a power cut ------------------------------
