@@ -269,6 +269,9 @@ fn files_past_the_fd_limit_are_tracked_and_rolled_back() {
         fs::create_dir(&d).unwrap();
         fs::write(d.join("f"), b"").unwrap();
     }
+    // Names out of the kernel's cache: a file reopened by handle then has
+    // no path of its own, and the report must still name it.
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
     let report = ok_stdout(&durafs(&[
         "crash".as_ref(),
         "--report".as_ref(),
@@ -278,6 +281,10 @@ fn files_past_the_fd_limit_are_tracked_and_rolled_back() {
     let report: Value = serde_json::from_str(&report).unwrap();
     let files = report["files"].as_array().unwrap();
     assert_eq!(files.len(), 2 * n, "every written file tracked");
+    assert!(
+        files.iter().all(|f| f["path"] != ""),
+        "a file without a name"
+    );
     let f = files.iter().find(|f| f["path"] == "synced/999").unwrap();
     assert_eq!(f["overwritten_pages"], 1, "{f}");
     let f = files.iter().find(|f| f["path"] == "unsynced/999").unwrap();

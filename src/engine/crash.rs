@@ -73,6 +73,10 @@ struct FileUndo {
     pages: BTreeMap<u64, u64>,
     /// the smallest size a truncation set since the sync
     truncated_to: Option<u64>,
+    /// its path when first tracked, for the report, if it is held by
+    /// handle: a file reopened by handle after its name left the kernel's
+    /// cache has no path of its own (the kernel names it "/")
+    first_path: Option<String>,
 }
 
 enum Victim {
@@ -406,11 +410,13 @@ impl CrashSim {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let held = self.hold(&mut s.fds, fd, &st, libc::O_RDWR)?;
+                let first_path = matches!(held, Held::Handle(_)).then(|| self.path_of(fd));
                 v.insert(FileUndo {
                     held,
                     durable_size: st.st_size as u64,
                     pages: BTreeMap::new(),
                     truncated_to: None,
+                    first_path,
                 })
             }
         };
@@ -625,7 +631,12 @@ impl CrashSim {
                     .and_then(|fd| platform::stat_fd(fd.as_fd()).ok())
                     .map_or(0, |st| st.st_size as u64);
                 serde_json::json!({
-                    "path": fd.map(|fd| self.path_of(fd.as_fd())).unwrap_or_default(),
+                    "path": fd
+                        .map(|fd| self.path_of(fd.as_fd()))
+                        .ok()
+                        .filter(|p| !p.is_empty())
+                        .or_else(|| f.first_path.clone())
+                        .unwrap_or_default(),
                     "durable_size": f.durable_size,
                     "size": size,
                     "overwritten_pages": f.pages.len(),
@@ -890,6 +901,10 @@ impl CrashSim {
     /// app did stands): the graveyard and its directory are removed.
     pub fn finish(&self) {
         let _g = self.gate.write().expect("crash gate poisoned");
+        // A crash that ended the mount has removed it already.
+        if self.crashed.load(Ordering::Relaxed) {
+            return;
+        }
         if let Err(e) = remove_tree(self.root.as_fd(), CRASH_DIR) {
             warn("removing the graveyard", &e);
         }
