@@ -470,6 +470,7 @@ impl MountState {
             "io_uring": platform::io_uring_status(),
             "metrics": self.metrics.lock().expect("metrics poisoned").map(|a| format!("http://{a}/metrics")),
             "inodes": self.fs.inode_count(),
+            "inode_fds": self.fs.inode_fds(),
             "crash_sim": self.fs.engine().crash_sim().is_some(),
             "syncs": {
                 "fsync": platform::sync_counts().fsync,

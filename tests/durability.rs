@@ -11,7 +11,7 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -825,6 +825,63 @@ fn uncached_opens_can_be_mapped_shared() {
         durafs::platform::read_mapped(w.as_fd(), 10).expect("shared mmap of an always file"),
         b"mapped log"
     );
+}
+
+/// Files past the inode fd budget are held by file handle: an atomic
+/// rewrite still finds them by path (also after the backing filesystem
+/// dropped its cached names), and its commit, which points the node at the
+/// new file, keeps it within the budget (each commit took one more fd).
+#[test]
+fn atomic_rewrites_of_handle_held_files_stay_within_the_fd_budget() {
+    let p = PolicyFile::new(&shipped("config-files.toml"));
+    let m = Mount::with_args(&[
+        "-o",
+        "max-inode-fds=16,attr-timeout=60,entry-timeout=60",
+        "--policy",
+        p.0.to_str().unwrap(),
+    ]);
+    let n = 40;
+    for i in 0..n {
+        fs::write(m.b(&format!("f{i}.conf")), b"v1").unwrap();
+    }
+    // Looked up through the mount (past the budget: held by handle), and
+    // kept by the kernel (an O_PATH open reaches no daemon).
+    let pins: Vec<File> = (0..n)
+        .map(|i| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH)
+                .open(m.m(&format!("f{i}.conf")))
+                .unwrap()
+        })
+        .collect();
+    let ino = |i: usize| fs::metadata(m.b(&format!("f{i}.conf"))).unwrap().ino();
+    for round in 0..2 {
+        // Written back, so nothing keeps their names in the cache.
+        assert!(Command::new("sync").status().unwrap().success());
+        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        for i in [n - 1, n - 2] {
+            let before = ino(i);
+            fs::write(m.m(&format!("f{i}.conf")), format!("v{}", round + 2)).unwrap();
+            assert_ne!(
+                ino(i),
+                before,
+                "round {round}: f{i}.conf rewritten in place"
+            );
+            assert_eq!(
+                read(&m.b(&format!("f{i}.conf"))).unwrap(),
+                format!("v{}", round + 2).as_bytes()
+            );
+        }
+    }
+    for i in 0..n - 2 {
+        let before = ino(i);
+        fs::write(m.m(&format!("f{i}.conf")), b"v9").unwrap();
+        assert_ne!(ino(i), before, "f{i}.conf rewritten in place");
+    }
+    let fds = status(&m)["inode_fds"].as_u64().unwrap();
+    assert!(fds <= 16, "{fds} inodes hold an fd, past a budget of 16");
+    drop(pins);
 }
 
 #[test]

@@ -283,11 +283,14 @@ impl InodeStore {
         // A node that already stands for the new inode (looked up through
         // another name) keeps its own entry; this one still points there too.
         maps.by_key.entry(new_key).or_insert(id);
+        // An fd-held node keeps its fd slot; a handle-held one takes one only
+        // under the budget (else every atomic commit of a file past it took
+        // one more fd).
         let mut hold = inode.hold.write().expect("inode poisoned");
-        if matches!(*hold, Hold::Handle(..)) {
-            self.held_fds.fetch_add(1, Ordering::Relaxed);
-        }
-        *hold = Hold::Fd(Arc::new(fd));
+        *hold = match *hold {
+            Hold::Fd(_) => Hold::Fd(Arc::new(fd)),
+            Hold::Handle(..) => self.hold(fd, st),
+        };
     }
 
     /// How many inodes hold an fd (the root included).
