@@ -49,11 +49,12 @@ pub struct Inode {
 }
 
 /// How an inode is held: an `O_PATH` fd, or a file handle plus an fd on
-/// its filesystem to reopen it with.
+/// its filesystem to reopen it with and, for a non-directory, the backing
+/// path it was last known under (see [`Inode::fd`]).
 #[derive(Debug)]
 enum Hold {
     Fd(Arc<OwnedFd>),
-    Handle(FileHandleBuf, Arc<OwnedFd>),
+    Handle(FileHandleBuf, Arc<OwnedFd>, Option<Vec<u8>>),
 }
 
 /// An `O_PATH` fd on an inode: shared with the store, or opened from a
@@ -77,12 +78,29 @@ impl AsFd for InodeFd {
 impl Inode {
     /// An `O_PATH` fd on the backing inode (ESTALE if a handle-held inode
     /// is gone).
+    ///
+    /// A file (not a directory) reopened by handle after the backing
+    /// filesystem dropped its name from its cache comes back without a path
+    /// (the kernel names it "/"), and durafs needs one: policy rules match
+    /// paths, and an atomic commit renames over the file by its path (a
+    /// `**/*.conf` rule silently stopped applying to such files). It is then
+    /// reopened by the path it was last known under, if that still names it.
     pub fn fd(&self) -> std::io::Result<InodeFd> {
         match &*self.hold.read().expect("inode poisoned") {
             Hold::Fd(fd) => Ok(InodeFd::Shared(fd.clone())),
-            Hold::Handle(h, mount) => {
-                platform::open_by_handle(mount.as_fd(), h, platform::O_PATH | libc::O_NOFOLLOW)
-                    .map(InodeFd::Owned)
+            Hold::Handle(h, mount, path) => {
+                let fd = platform::open_by_handle(
+                    mount.as_fd(),
+                    h,
+                    platform::O_PATH | libc::O_NOFOLLOW,
+                )?;
+                if let Some(p) = path
+                    && platform::fd_path(fd.as_fd()).is_ok_and(|q| q == b"/")
+                    && let Some(named) = reopen_by_path(p, fd.as_fd())
+                {
+                    return Ok(InodeFd::Owned(named));
+                }
+                Ok(InodeFd::Owned(fd))
             }
         }
     }
@@ -260,7 +278,11 @@ impl InodeStore {
             && let Some(mount) = &self.mount_fd
             && let Ok(h) = platform::name_to_handle(fd.as_fd())
         {
-            return Hold::Handle(h, mount.clone());
+            let path = (platform::mode_of(st) & platform::file_type::S_IFMT
+                != platform::file_type::S_IFDIR)
+                .then(|| platform::fd_path(fd.as_fd()).ok())
+                .flatten();
+            return Hold::Handle(h, mount.clone(), path);
         }
         self.held_fds.fetch_add(1, Ordering::Relaxed);
         Hold::Fd(Arc::new(fd))
@@ -293,6 +315,43 @@ impl InodeStore {
         };
     }
 
+    /// Whether any inode is held by file handle.
+    pub fn any_by_handle(&self) -> bool {
+        self.len() > self.held_fds.load(Ordering::Relaxed)
+    }
+
+    /// A file (attributes `st`) was renamed through the mount to backing
+    /// path `to`: if it is held by handle, that is its path now.
+    pub fn file_moved(&self, st: &Stat, to: &[u8]) {
+        let maps = self.maps.read().expect("inode store poisoned");
+        let Some(inode) = maps
+            .by_key
+            .get(&platform::dev_ino(st))
+            .and_then(|id| maps.by_id.get(id))
+        else {
+            return;
+        };
+        if let Hold::Handle(_, _, Some(p)) = &mut *inode.hold.write().expect("inode poisoned") {
+            *p = to.to_vec();
+        }
+    }
+
+    /// A directory was renamed through the mount from backing path `from`
+    /// to `to`: the handle-held files under it are known by their new paths
+    /// (a scan of the table: directory renames are rare).
+    pub fn dir_moved(&self, from: &[u8], to: &[u8]) {
+        let maps = self.maps.read().expect("inode store poisoned");
+        for inode in maps.by_id.values() {
+            if let Hold::Handle(_, _, Some(p)) = &mut *inode.hold.write().expect("inode poisoned")
+                && p.starts_with(from)
+                && p.get(from.len()) == Some(&b'/')
+            {
+                let rest = p.split_off(from.len());
+                *p = [to, &rest].concat();
+            }
+        }
+    }
+
     /// How many inodes hold an fd (the root included).
     pub fn held_fds(&self) -> usize {
         self.held_fds.load(Ordering::Relaxed)
@@ -307,4 +366,13 @@ impl InodeStore {
     pub fn is_empty(&self) -> bool {
         self.len() <= 1
     }
+}
+
+/// An `O_PATH` fd opened by `path`, if that names the same inode as `fd`.
+fn reopen_by_path(path: &[u8], fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    let cpath = std::ffi::CString::new(path).ok()?;
+    let named = platform::open_path_at(platform::cwd(), &cpath).ok()?;
+    let same = platform::dev_ino(&platform::stat_fd(named.as_fd()).ok()?)
+        == platform::dev_ino(&platform::stat_fd(fd).ok()?);
+    same.then_some(named)
 }

@@ -281,7 +281,47 @@ impl PassthroughFs {
                 let _creds = self.as_caller(caller)?;
                 platform::rename_at(from_fd.as_fd(), &cname, to_fd.as_fd(), &cnew, flags)
             },
-        )
+        )?;
+        if self.inodes.any_by_handle() {
+            self.note_moves(from_fd.as_fd(), &cname, to_fd.as_fd(), &cnew, flags);
+        }
+        Ok(())
+    }
+
+    /// Tells the inode table where a rename put the handle-held files it
+    /// moved (see `Inode::fd`): the one now at the new name, and under
+    /// RENAME_EXCHANGE the one now at the old name; a directory's files
+    /// move with it (not under RENAME_EXCHANGE: their paths are then
+    /// checked, and found stale, at their next use).
+    fn note_moves(
+        &self,
+        from: BorrowedFd<'_>,
+        name: &std::ffi::CStr,
+        to: BorrowedFd<'_>,
+        newname: &std::ffi::CStr,
+        flags: u32,
+    ) {
+        let (Ok(fp), Ok(tp)) = (platform::fd_path(from), platform::fd_path(to)) else {
+            return;
+        };
+        let join = |d: &[u8], n: &std::ffi::CStr| [d, b"/", n.to_bytes()].concat();
+        let (old, new) = (join(&fp, name), join(&tp, newname));
+        let is_dir = |st: &platform::Stat| {
+            platform::mode_of(st) & platform::file_type::S_IFMT == platform::file_type::S_IFDIR
+        };
+        if let Ok(st) = platform::stat_at(to, newname) {
+            if !is_dir(&st) {
+                self.inodes.file_moved(&st, &new);
+            } else if flags & platform::RENAME_EXCHANGE == 0 {
+                self.inodes.dir_moved(&old, &new);
+            }
+        }
+        if flags & platform::RENAME_EXCHANGE != 0
+            && let Ok(st) = platform::stat_at(from, name)
+            && !is_dir(&st)
+        {
+            self.inodes.file_moved(&st, &old);
+        }
     }
 
     /// Runs `make`, which makes `name` (`cname`) in the directory behind
