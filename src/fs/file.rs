@@ -73,7 +73,7 @@ impl PassthroughFs {
     /// Opens `ino` with the app's flags, as the caller.
     pub fn open(&self, caller: &Caller, ino: u64, flags: i32) -> io::Result<Opened> {
         let inode = self.inodes.get(ino)?;
-        let inode_fd = inode.fd()?;
+        let inode_fd = inode.named_fd()?;
         if inode.is_dir() && flags & libc::O_ACCMODE != libc::O_RDONLY {
             return Err(errno(libc::EISDIR));
         }

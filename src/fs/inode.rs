@@ -78,31 +78,33 @@ impl AsFd for InodeFd {
 impl Inode {
     /// An `O_PATH` fd on the backing inode (ESTALE if a handle-held inode
     /// is gone).
-    ///
-    /// A file (not a directory) reopened by handle after the backing
-    /// filesystem dropped its name from its cache comes back without a path
-    /// (the kernel names it "/"), and durafs needs one: policy rules match
-    /// paths, and an atomic commit renames over the file by its path (a
-    /// `**/*.conf` rule silently stopped applying to such files). It is then
-    /// reopened by the path it was last known under, if that still names it.
     pub fn fd(&self) -> std::io::Result<InodeFd> {
         match &*self.hold.read().expect("inode poisoned") {
             Hold::Fd(fd) => Ok(InodeFd::Shared(fd.clone())),
-            Hold::Handle(h, mount, path) => {
-                let fd = platform::open_by_handle(
-                    mount.as_fd(),
-                    h,
-                    platform::O_PATH | libc::O_NOFOLLOW,
-                )?;
-                if let Some(p) = path
-                    && platform::fd_path(fd.as_fd()).is_ok_and(|q| q == b"/")
-                    && let Some(named) = reopen_by_path(p, fd.as_fd())
-                {
-                    return Ok(InodeFd::Owned(named));
-                }
-                Ok(InodeFd::Owned(fd))
+            Hold::Handle(h, mount, _) => {
+                platform::open_by_handle(mount.as_fd(), h, platform::O_PATH | libc::O_NOFOLLOW)
+                    .map(InodeFd::Owned)
             }
         }
+    }
+
+    /// [`Inode::fd`], with a path: a file (not a directory) reopened by
+    /// handle after the backing filesystem dropped its name from its cache
+    /// comes back without one (the kernel names it "/"), and an open needs
+    /// it: policy rules match paths, and an atomic commit renames over the
+    /// file by its path (a `**/*.conf` rule silently stopped applying to
+    /// such files). It is then reopened by the path it was last known
+    /// under, if that still names it.
+    pub fn named_fd(&self) -> std::io::Result<InodeFd> {
+        let fd = self.fd()?;
+        if let InodeFd::Owned(own) = &fd
+            && let Hold::Handle(_, _, Some(p)) = &*self.hold.read().expect("inode poisoned")
+            && platform::fd_path(own.as_fd()).is_ok_and(|q| q == b"/")
+            && let Some(named) = reopen_by_path(p, own.as_fd())
+        {
+            return Ok(InodeFd::Owned(named));
+        }
+        Ok(fd)
     }
 
     /// Whether the inode is held by file handle rather than by fd.
