@@ -50,7 +50,7 @@ pub struct Inode {
 
 /// How an inode is held: an `O_PATH` fd, or a file handle plus an fd on
 /// its filesystem to reopen it with and, for a non-directory, the backing
-/// path it was last known under (see [`Inode::fd`]).
+/// path it was last known under (see [`Inode::named_fd`]).
 #[derive(Debug)]
 enum Hold {
     Fd(Arc<OwnedFd>),

@@ -289,7 +289,7 @@ impl PassthroughFs {
     }
 
     /// Tells the inode table where a rename put the handle-held files it
-    /// moved (see `Inode::fd`): the one now at the new name, and under
+    /// moved (see `Inode::named_fd`): the one now at the new name, and under
     /// RENAME_EXCHANGE the one now at the old name; a directory's files
     /// move with it (not under RENAME_EXCHANGE: their paths are then
     /// checked, and found stale, at their next use).
