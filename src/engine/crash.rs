@@ -232,6 +232,22 @@ pub struct Stale {
     pub entries: Vec<((u64, u64), CString)>,
 }
 
+/// `open(flags)`, and when that fails for `O_RDWR`, `open(O_RDONLY)`: a
+/// file the daemon may not write is still read (its saved pages) and
+/// reported; restoring it then fails and is counted.
+fn read_only_if_refused(
+    flags: i32,
+    open: impl Fn(i32) -> io::Result<OwnedFd>,
+) -> io::Result<OwnedFd> {
+    open(flags).or_else(|e| {
+        if flags & libc::O_ACCMODE == libc::O_RDWR {
+            open(libc::O_RDONLY)
+        } else {
+            Err(e)
+        }
+    })
+}
+
 /// The crash simulator of one mount.
 pub struct CrashSim {
     root: OwnedFd,
@@ -365,13 +381,7 @@ impl CrashSim {
         {
             return Ok(Held::Handle(h));
         }
-        let own = platform::reopen(fd, flags).or_else(|e| {
-            if flags & libc::O_ACCMODE == libc::O_RDWR {
-                platform::reopen(fd, libc::O_RDONLY)
-            } else {
-                Err(e)
-            }
-        })?;
+        let own = read_only_if_refused(flags, |f| platform::reopen(fd, f))?;
         *fds += 1;
         Ok(Held::Fd(own))
     }
@@ -386,14 +396,7 @@ impl CrashSim {
                     .mount
                     .as_ref()
                     .ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))?;
-                platform::open_by_handle(mount.as_fd(), h, flags)
-                    .or_else(|e| {
-                        if flags & libc::O_ACCMODE == libc::O_RDWR {
-                            platform::open_by_handle(mount.as_fd(), h, libc::O_RDONLY)
-                        } else {
-                            Err(e)
-                        }
-                    })
+                read_only_if_refused(flags, |f| platform::open_by_handle(mount.as_fd(), h, f))
                     .map(Lent::Owned)
             }
         }
@@ -520,7 +523,7 @@ impl CrashSim {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if platform::mode_of(&st) & platform::file_type::S_IFMT == platform::file_type::S_IFDIR {
+        if platform::is_dir(&st) {
             return Ok(Some(Victim::Dir {
                 mode: platform::mode_of(&st) & 0o7777,
                 uid: st.st_uid,

@@ -280,8 +280,7 @@ impl InodeStore {
             && let Some(mount) = &self.mount_fd
             && let Ok(h) = platform::name_to_handle(fd.as_fd())
         {
-            let path = (platform::mode_of(st) & platform::file_type::S_IFMT
-                != platform::file_type::S_IFDIR)
+            let path = (!platform::is_dir(st))
                 .then(|| platform::fd_path(fd.as_fd()).ok())
                 .flatten();
             return Hold::Handle(h, mount.clone(), path);

@@ -306,11 +306,8 @@ impl PassthroughFs {
         };
         let join = |d: &[u8], n: &std::ffi::CStr| [d, b"/", n.to_bytes()].concat();
         let (old, new) = (join(&fp, name), join(&tp, newname));
-        let is_dir = |st: &platform::Stat| {
-            platform::mode_of(st) & platform::file_type::S_IFMT == platform::file_type::S_IFDIR
-        };
         if let Ok(st) = platform::stat_at(to, newname) {
-            if !is_dir(&st) {
+            if !platform::is_dir(&st) {
                 self.inodes.file_moved(&st, &new);
             } else if flags & platform::RENAME_EXCHANGE == 0 {
                 self.inodes.dir_moved(&old, &new);
@@ -318,7 +315,7 @@ impl PassthroughFs {
         }
         if flags & platform::RENAME_EXCHANGE != 0
             && let Ok(st) = platform::stat_at(from, name)
-            && !is_dir(&st)
+            && !platform::is_dir(&st)
         {
             self.inodes.file_moved(&st, &old);
         }

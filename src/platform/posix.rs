@@ -444,6 +444,11 @@ pub fn mode_of(st: &Stat) -> u32 {
     st.st_mode as u32
 }
 
+/// Whether a stat is a directory's.
+pub fn is_dir(st: &Stat) -> bool {
+    mode_of(st) & file_type::S_IFMT == file_type::S_IFDIR
+}
+
 /// File type bits, as u32 on every OS (compare with [`mode_of`]).
 #[allow(clippy::unnecessary_cast)]
 pub mod file_type {
