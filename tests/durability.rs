@@ -86,6 +86,14 @@ fn read(p: &Path) -> Option<Vec<u8>> {
     fs::read(p).ok()
 }
 
+/// Writes every dirty file back (sync(1)) and drops the names and inodes
+/// nothing uses from the kernel's caches (root only).
+#[cfg(target_os = "linux")]
+fn write_back_and_drop_names() {
+    assert!(Command::new("sync").status().unwrap().success());
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+}
+
 /// Up to `len` bytes from the start of an open file.
 fn read_at(f: &File, len: usize) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
@@ -850,22 +858,20 @@ fn handle_held_files_keep_their_policy_and_the_fd_budget() {
     }
     // Looked up through the mount (past the budget: held by handle), and
     // kept by the kernel (an O_PATH open reaches no daemon).
-    let pins: Vec<File> = (0..n)
-        .map(|i| {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH)
-                .open(m.m(&format!("f{i}.conf")))
-                .unwrap()
-        })
-        .collect();
+    let pin = |rel: String| {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(m.m(&rel))
+            .unwrap()
+    };
+    let pins: Vec<File> = (0..n).map(|i| pin(format!("f{i}.conf"))).collect();
     let ino = |i: usize| fs::metadata(m.b(&format!("f{i}.conf"))).unwrap().ino();
     for round in 2..4 {
         let before: Vec<u64> = (0..n).map(ino).collect();
         // Written back and dropped from the backing filesystem's cache
         // (the inode numbers were read before, so nothing looks them up).
-        assert!(Command::new("sync").status().unwrap().success());
-        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        write_back_and_drop_names();
         for i in 0..n {
             fs::write(m.m(&format!("f{i}.conf")), format!("v{round}")).unwrap();
         }
@@ -881,15 +887,7 @@ fn handle_held_files_keep_their_policy_and_the_fd_budget() {
     for i in 0..4 {
         fs::write(m.b(&format!("sub/g{i}.conf")), b"v1").unwrap();
     }
-    let more: Vec<File> = (0..4)
-        .map(|i| {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_PATH)
-                .open(m.m(&format!("sub/g{i}.conf")))
-                .unwrap()
-        })
-        .collect();
+    let more: Vec<File> = (0..4).map(|i| pin(format!("sub/g{i}.conf"))).collect();
     fs::rename(m.m("sub"), m.m("moved")).unwrap();
     fs::rename(m.m("f39.conf"), m.m("moved/f39.conf")).unwrap();
     let names: Vec<String> = (0..4)
@@ -898,8 +896,7 @@ fn handle_held_files_keep_their_policy_and_the_fd_budget() {
         .collect();
     let ino = |n: &str| fs::metadata(m.b(n)).unwrap().ino();
     let before: Vec<u64> = names.iter().map(|n| ino(n)).collect();
-    assert!(Command::new("sync").status().unwrap().success());
-    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    write_back_and_drop_names();
     for n in &names {
         fs::write(m.m(n), b"v9").unwrap();
     }
